@@ -1,0 +1,360 @@
+"""The ``seesaw`` section of a DeepSpeed JSON config, parsed into typed objects.
+
+Nothing is stated twice: the initial global batch is the config's ``train_batch_size`` and
+the peak LR is the optimizer's ``lr``. The section holds the clock (``total_tokens``,
+``seq_length``), the batch schedule and its options, and the base LR schedule as a nested
+``lr_schedule`` object. Unknown keys are errors with a did-you-mean suggestion.
+
+Example::
+
+    "seesaw": {
+      "total_tokens": 3.3e9, "seq_length": 1024,
+      "batch_schedule": "seesaw", "batch_growth": 1.1,
+      "lr_schedule": {"type": "cosine", "warmup_fraction": 0.1,
+                      "warmup_start_factor": 0.1, "final_factor": 0.1}
+    }
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from dataclasses import dataclass
+from typing import Any, Dict, Mapping, Optional
+
+from seesaw_ds.errors import SeesawConfigError
+from seesaw_ds.schedules import (
+    BATCH_SCHEDULES,
+    GROWTH_POLICIES,
+    LR_SCHEDULES,
+    BatchSchedule,
+    LRSchedule,
+)
+
+__all__ = ["SeesawSection", "CBSGuardSettings", "parse_seesaw_section", "parse_token_count"]
+
+_SUFFIXES = {"K": 1e3, "M": 1e6, "B": 1e9, "G": 1e9, "T": 1e12}
+
+_SCHEDULE_KEYS = {
+    "seesaw": {"batch_growth", "lr_cut", "max_batch", "strict"},
+    "constant": set(),
+    "linear_ramp": {"final_batch", "batch_increment", "ramp_tokens", "lr_scaling"},
+    "step": {"batch_steps", "lr_scaling"},
+    "late_switch": {"switch_fraction", "switch_batch", "lr_scaling"},
+}
+_COMMON_KEYS = {
+    "total_tokens", "seq_length", "batch_schedule", "lr_schedule", "min_lr",
+    "batch_multiple", "growth_policy", "max_micro_batch", "cbs_guard", "data_seed",
+}
+_ALL_KEYS = _COMMON_KEYS.union(*_SCHEDULE_KEYS.values())
+
+_LR_COMMON_KEYS = {"type", "warmup_tokens", "warmup_fraction", "warmup_start_factor"}
+_LR_KEYS = {
+    "constant": set(),
+    "cosine": {"final_factor"},
+    "linear": {"final_factor"},
+    "wsd": {"final_factor", "decay_tokens", "decay_fraction", "tail"},
+    "step": {"milestones", "milestone_fractions", "gamma"},
+    "inverse_sqrt": {"timescale_tokens"},
+}
+_CBS_GUARD_KEYS = {"enabled", "ema_decay", "safety_factor", "min_samples", "action"}
+
+
+def parse_token_count(field: str, value: Any) -> float:
+    """A token count from a number or a string like ``"3.3B"`` / ``"250M"``."""
+    number = value
+    if isinstance(value, str):
+        text = value.strip().upper()
+        scale = _SUFFIXES.get(text[-1:], None)
+        try:
+            number = float(text[:-1]) * scale if scale else float(text)
+        except ValueError:
+            number = None
+    if isinstance(number, bool) or not isinstance(number, (int, float)) or not math.isfinite(
+        number
+    ):
+        raise SeesawConfigError(
+            f"{field} = {value!r} is not a token count: give a number such as 3.3e9 or a "
+            "string such as \"3.3B\"."
+        )
+    if number <= 0:
+        raise SeesawConfigError(f"{field} = {value!r} must be a positive number of tokens.")
+    return float(number)
+
+
+def _reject_unknown(section: str, given: Mapping[str, Any], allowed: set, hint: str) -> None:
+    for key in given:
+        if key not in allowed:
+            close = difflib.get_close_matches(key, sorted(allowed), n=1)
+            suggestion = f" Did you mean {close[0]!r}?" if close else ""
+            raise SeesawConfigError(
+                f"{section}.{key} is not a known key{hint}.{suggestion} Known keys: "
+                f"{sorted(allowed)}."
+            )
+
+
+def _number(field: str, value: Any, kind=float, minimum: Optional[float] = None):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise SeesawConfigError(f"{field} = {value!r} must be a number.")
+    if kind is int and int(value) != value:
+        raise SeesawConfigError(f"{field} = {value!r} must be a whole number.")
+    if minimum is not None and value < minimum:
+        raise SeesawConfigError(f"{field} = {value!r} must be >= {minimum}.")
+    return kind(value)
+
+
+@dataclass(frozen=True)
+class CBSGuardSettings:
+    """Options of the online critical-batch-size guard (see ``seesaw_ds.cbs``)."""
+
+    enabled: bool = False
+    ema_decay: float = 0.95
+    safety_factor: float = 1.0
+    min_samples: int = 5
+    action: str = "hold"
+
+
+@dataclass(frozen=True)
+class SeesawSection:
+    """The parsed ``seesaw`` section."""
+
+    total_tokens: float
+    seq_length: int
+    lr_schedule: Dict[str, Any]
+    batch_schedule_name: str
+    batch_options: Dict[str, Any]
+    min_lr: float = 0.0
+    batch_multiple: Optional[int] = None
+    growth_policy: str = "accumulation"
+    max_micro_batch: Optional[int] = None
+    data_seed: int = 1234
+    cbs_guard: CBSGuardSettings = CBSGuardSettings()
+
+    def build_lr_schedule(self) -> LRSchedule:
+        return _build_lr_schedule(self.lr_schedule, self.total_tokens)
+
+    def build_batch_schedule(self) -> BatchSchedule:
+        return BATCH_SCHEDULES[self.batch_schedule_name](**self.batch_options)
+
+
+def parse_seesaw_section(section: Any) -> SeesawSection:
+    """Validate a ``seesaw`` mapping and return typed settings; raises SeesawConfigError."""
+    if not isinstance(section, Mapping):
+        raise SeesawConfigError(
+            f"seesaw must be an object (a JSON mapping), got {type(section).__name__}."
+        )
+    _reject_unknown("seesaw", section, _ALL_KEYS, "")
+    for required in ("total_tokens", "seq_length"):
+        if required not in section:
+            raise SeesawConfigError(
+                f"seesaw.{required} is missing: the schedule's clock is tokens, so give "
+                "both seesaw.total_tokens (e.g. 3.3e9) and seesaw.seq_length (e.g. 1024)."
+            )
+    total_tokens = parse_token_count("seesaw.total_tokens", section["total_tokens"])
+    seq_length = _number("seesaw.seq_length", section["seq_length"], int, 1)
+    name = section.get("batch_schedule", "seesaw")
+    if name not in BATCH_SCHEDULES:
+        close = difflib.get_close_matches(str(name), sorted(BATCH_SCHEDULES), n=1)
+        suggestion = f" Did you mean {close[0]!r}?" if close else ""
+        raise SeesawConfigError(
+            f"seesaw.batch_schedule = {name!r} is unknown.{suggestion} Use one of "
+            f"{sorted(BATCH_SCHEDULES)}."
+        )
+    for key in section:
+        owners = [owner for owner, keys in _SCHEDULE_KEYS.items() if key in keys]
+        if owners and name not in owners:
+            raise SeesawConfigError(
+                f"seesaw.{key} applies to batch_schedule {' or '.join(map(repr, owners))}, "
+                f"not {name!r}: remove it or change seesaw.batch_schedule."
+            )
+    options = {key: section[key] for key in _SCHEDULE_KEYS[name] if key in section}
+    options = _typed_batch_options(name, options, total_tokens)
+    growth_policy = section.get("growth_policy", "accumulation")
+    if growth_policy not in GROWTH_POLICIES:
+        raise SeesawConfigError(
+            f"seesaw.growth_policy = {growth_policy!r} is unknown: use one of "
+            f"{list(GROWTH_POLICIES)}."
+        )
+    lr_schedule = section.get("lr_schedule", {"type": "constant"})
+    parsed = SeesawSection(
+        total_tokens=total_tokens,
+        seq_length=seq_length,
+        lr_schedule=dict(lr_schedule) if isinstance(lr_schedule, Mapping) else lr_schedule,
+        batch_schedule_name=name,
+        batch_options=options,
+        min_lr=_number("seesaw.min_lr", section.get("min_lr", 0.0), float, 0.0),
+        batch_multiple=_optional_int(section, "batch_multiple"),
+        growth_policy=growth_policy,
+        max_micro_batch=_optional_int(section, "max_micro_batch"),
+        data_seed=_number("seesaw.data_seed", section.get("data_seed", 1234), int, 0),
+        cbs_guard=_parse_cbs_guard(section.get("cbs_guard", {})),
+    )
+    parsed.build_lr_schedule()  # validate now, before any expensive work
+    parsed.build_batch_schedule()
+    return parsed
+
+
+def _optional_int(section: Mapping[str, Any], key: str) -> Optional[int]:
+    value = section.get(key)
+    return None if value is None else _number(f"seesaw.{key}", value, int, 1)
+
+
+def _typed_batch_options(name: str, options: Dict[str, Any], total_tokens: float) -> Dict:
+    typed: Dict[str, Any] = {}
+    for key, value in options.items():
+        field = f"seesaw.{key}"
+        if key in ("batch_growth", "lr_cut", "switch_fraction"):
+            typed[key] = _number(field, value)
+        elif key in ("max_batch", "final_batch", "batch_increment", "switch_batch"):
+            typed[key] = None if value is None else _number(field, value, int, 1)
+        elif key == "ramp_tokens":
+            typed[key] = parse_token_count(field, value)
+        elif key == "strict":
+            if not isinstance(value, bool):
+                raise SeesawConfigError(f"{field} = {value!r} must be true or false.")
+            typed[key] = value
+        elif key == "lr_scaling":
+            typed[key] = value
+        elif key == "batch_steps":
+            typed[key] = _parse_batch_steps(value)
+    if name == "linear_ramp":
+        for key in ("final_batch", "batch_increment", "ramp_tokens"):
+            if key not in typed:
+                raise SeesawConfigError(
+                    f"seesaw.{key} is missing: batch_schedule 'linear_ramp' needs "
+                    "final_batch, batch_increment and ramp_tokens."
+                )
+    if name == "late_switch" and "switch_batch" not in typed:
+        raise SeesawConfigError(
+            "seesaw.switch_batch is missing: batch_schedule 'late_switch' needs the batch "
+            "to switch to (and optionally switch_fraction, default 0.7)."
+        )
+    if name == "step" and "batch_steps" not in typed:
+        raise SeesawConfigError(
+            "seesaw.batch_steps is missing: batch_schedule 'step' needs "
+            "[[start_tokens, global_batch], ...]."
+        )
+    return typed
+
+
+def _parse_batch_steps(value: Any):
+    if not isinstance(value, (list, tuple)) or not all(
+        isinstance(item, (list, tuple)) and len(item) == 2 for item in value
+    ):
+        raise SeesawConfigError(
+            f"seesaw.batch_steps = {value!r} must be a list of [start_tokens, global_batch] "
+            "pairs."
+        )
+    return tuple(
+        (
+            0.0 if item[0] in (0, "0") else parse_token_count(f"seesaw.batch_steps[{i}]", item[0]),
+            _number(f"seesaw.batch_steps[{i}] batch", item[1], int, 1),
+        )
+        for i, item in enumerate(value)
+    )
+
+
+def _parse_cbs_guard(value: Any) -> CBSGuardSettings:
+    if not isinstance(value, Mapping):
+        raise SeesawConfigError("seesaw.cbs_guard must be an object, e.g. {\"enabled\": true}.")
+    _reject_unknown("seesaw.cbs_guard", value, _CBS_GUARD_KEYS, "")
+    action = value.get("action", "hold")
+    if action not in ("hold", "warn"):
+        raise SeesawConfigError(
+            f"seesaw.cbs_guard.action = {action!r} is unknown: use 'hold' (stop growing the "
+            "batch, put the decay into the LR) or 'warn'."
+        )
+    decay = _number("seesaw.cbs_guard.ema_decay", value.get("ema_decay", 0.95))
+    if not 0.0 <= decay < 1.0:
+        raise SeesawConfigError(f"seesaw.cbs_guard.ema_decay = {decay} must lie in [0, 1).")
+    return CBSGuardSettings(
+        enabled=bool(value.get("enabled", True if value else False)),
+        ema_decay=decay,
+        safety_factor=_number(
+            "seesaw.cbs_guard.safety_factor", value.get("safety_factor", 1.0), float, 0.0
+        ),
+        min_samples=_number("seesaw.cbs_guard.min_samples", value.get("min_samples", 5), int, 1),
+        action=action,
+    )
+
+
+def _build_lr_schedule(spec: Any, total_tokens: float) -> LRSchedule:
+    if not isinstance(spec, Mapping):
+        raise SeesawConfigError(
+            "seesaw.lr_schedule must be an object such as {\"type\": \"cosine\", "
+            "\"warmup_fraction\": 0.1, \"final_factor\": 0.1}."
+        )
+    kind = spec.get("type")
+    if kind not in LR_SCHEDULES:
+        close = difflib.get_close_matches(str(kind), sorted(LR_SCHEDULES), n=1)
+        suggestion = f" Did you mean {close[0]!r}?" if close else ""
+        raise SeesawConfigError(
+            f"seesaw.lr_schedule.type = {kind!r} is unknown.{suggestion} Use one of "
+            f"{sorted(LR_SCHEDULES)}."
+        )
+    allowed = _LR_COMMON_KEYS | _LR_KEYS[kind]
+    _reject_unknown("seesaw.lr_schedule", spec, allowed, f" for type {kind!r}")
+    args: Dict[str, Any] = {"total_tokens": total_tokens}
+    args["warmup_tokens"] = _tokens_or_fraction(spec, "warmup", total_tokens, default=0.0)
+    if "warmup_start_factor" in spec:
+        args["warmup_start_factor"] = _number(
+            "seesaw.lr_schedule.warmup_start_factor", spec["warmup_start_factor"]
+        )
+    if "final_factor" in spec:
+        args["final_factor"] = _number("seesaw.lr_schedule.final_factor", spec["final_factor"])
+    if kind == "wsd":
+        args["decay_tokens"] = _tokens_or_fraction(spec, "decay", total_tokens, default=None)
+        if "tail" in spec:
+            args["tail"] = spec["tail"]
+    if kind == "step":
+        args["milestones"] = _milestones(spec, total_tokens)
+        if "gamma" in spec:
+            args["gamma"] = _number("seesaw.lr_schedule.gamma", spec["gamma"])
+    if kind == "inverse_sqrt" and "timescale_tokens" in spec:
+        args["timescale_tokens"] = parse_token_count(
+            "seesaw.lr_schedule.timescale_tokens", spec["timescale_tokens"]
+        )
+    return LR_SCHEDULES[kind](**args)
+
+
+def _tokens_or_fraction(spec: Mapping, stem: str, total: float, default):
+    tokens_key, fraction_key = f"{stem}_tokens", f"{stem}_fraction"
+    if tokens_key in spec and fraction_key in spec:
+        raise SeesawConfigError(
+            f"seesaw.lr_schedule has both {tokens_key} and {fraction_key}: keep one."
+        )
+    if fraction_key in spec:
+        fraction = _number(f"seesaw.lr_schedule.{fraction_key}", spec[fraction_key])
+        if not 0.0 <= fraction < 1.0:
+            raise SeesawConfigError(
+                f"seesaw.lr_schedule.{fraction_key} = {fraction} must lie in [0, 1)."
+            )
+        return fraction * total
+    if tokens_key in spec:
+        if spec[tokens_key] in (0, 0.0):
+            return 0.0
+        return parse_token_count(f"seesaw.lr_schedule.{tokens_key}", spec[tokens_key])
+    if default is None:
+        raise SeesawConfigError(
+            f"seesaw.lr_schedule needs {tokens_key} or {fraction_key} for type 'wsd'."
+        )
+    return default
+
+
+def _milestones(spec: Mapping, total: float):
+    if "milestones" in spec and "milestone_fractions" in spec:
+        raise SeesawConfigError(
+            "seesaw.lr_schedule has both milestones and milestone_fractions: keep one."
+        )
+    if "milestone_fractions" in spec:
+        values = spec["milestone_fractions"]
+        if not isinstance(values, (list, tuple)):
+            raise SeesawConfigError("seesaw.lr_schedule.milestone_fractions must be a list.")
+        return tuple(_number("seesaw.lr_schedule.milestone_fractions", v) * total for v in values)
+    values = spec.get("milestones")
+    if not isinstance(values, (list, tuple)) or not values:
+        raise SeesawConfigError(
+            "seesaw.lr_schedule.milestones must be a non-empty list of token counts for type "
+            "'step' (or give milestone_fractions)."
+        )
+    return tuple(parse_token_count("seesaw.lr_schedule.milestones", v) for v in values)

@@ -1,0 +1,351 @@
+"""Batch schedules: how the global batch (and the LR rule with it) changes with tokens.
+
+Each schedule is a frozen dataclass with one pure method,
+``phases(base, initial_batch, batch_multiple, seq_length) -> list[Phase]``, whose phases tile
+``[0, base.total_tokens)``. Batches are in sequences; every batch is a multiple of
+``batch_multiple`` (micro-batch x data-parallel size unless configured otherwise).
+
+- :class:`SeesawBatch`: the Seesaw transform of the base LR schedule (arXiv 2510.14717).
+- :class:`ConstantBatch`: the baseline.
+- :class:`LinearRampBatch`: Megatron ``--rampup-batch-size`` semantics.
+- :class:`StepBatch`: explicit token thresholds (Megatron ``--step-batch-size-schedule``).
+- :class:`LateSwitchBatch`: small batch, then one switch late in training (arXiv 2602.14208).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+from typing import ClassVar, List, Optional, Sequence, Tuple
+
+from seesaw_ds.errors import SeesawConfigError
+from seesaw_ds.schedules.lr_schedules import LRSchedule
+from seesaw_ds.schedules.phases import Phase
+
+__all__ = [
+    "BatchSchedule",
+    "SeesawBatch",
+    "ConstantBatch",
+    "LinearRampBatch",
+    "StepBatch",
+    "LateSwitchBatch",
+    "BATCH_SCHEDULES",
+    "round_to_multiple",
+    "SeesawStabilityWarning",
+]
+
+_MAX_MILESTONES = 10_000
+_LR_SCALINGS = ("none", "sqrt")
+
+
+class SeesawStabilityWarning(UserWarning):
+    """An ``lr_cut`` below ``sqrt(batch_growth)``: the run may diverge or end worse."""
+
+
+def round_to_multiple(value: float, multiple: int) -> int:
+    """Nearest multiple of ``multiple`` (halves round up), never below ``multiple``."""
+    return max(multiple, multiple * math.floor(value / multiple + 0.5))
+
+
+def _check_multiple(field_name: str, batch: int, multiple: int) -> None:
+    if batch <= 0 or batch % multiple:
+        raise SeesawConfigError(
+            f"{field_name} = {batch} is not a positive multiple of {multiple} "
+            "(micro-batch x data-parallel size, or seesaw.batch_multiple): pick a multiple "
+            f"of {multiple}."
+        )
+
+
+@dataclass(frozen=True)
+class BatchSchedule:
+    """Interface of every batch schedule."""
+
+    type_name: ClassVar[str] = "base"
+
+    def phases(
+        self, base: LRSchedule, initial_batch: int, batch_multiple: int, seq_length: int
+    ) -> List[Phase]:
+        raise NotImplementedError
+
+    def largest_batch(self, initial_batch: int) -> Optional[int]:
+        """Largest batch the schedule can ask for, when known without a base schedule."""
+        return None
+
+
+@dataclass(frozen=True)
+class SeesawBatch(BatchSchedule):
+    """Where the base LR falls by ``lr_cut * sqrt(batch_growth)``, cut the LR by ``lr_cut``
+    and grow the batch by ``batch_growth``.
+
+    With the default ``lr_cut = sqrt(batch_growth)`` the milestones are where the base
+    factor crosses ``batch_growth**-k``, exactly Seesaw. The per-token noise temperature
+    ``lr / sqrt(B)`` then follows the base schedule's ``lr / sqrt(B0)`` at every milestone,
+    while the normalized-SGD step size ``lr * sqrt(B)`` stays at the peak's.
+
+    Args:
+        batch_growth: batch multiplier per milestone, > 1 (the paper's runs use 1.1).
+        lr_cut: LR divisor per milestone; the paper's ablations vary it. Stability needs
+            ``lr_cut >= sqrt(batch_growth)``; below that a warning, or an error if strict.
+        max_batch: cap on the global batch; once reached the LR takes the remaining decay
+            (it follows the base schedule scaled by ``sqrt(max_batch / B0)``).
+        strict: turn the stability warning into an error.
+
+    Note:
+        Milestones come from the base schedule's inverse (closed form or bisection), not
+        from stepping. Several milestones at the same token (a step-decay base) become one
+        phase with all of them applied. Growth stops once one step of the next batch would
+        not fit in the tokens left, so a base that decays to 0 gives a finite plan.
+    """
+
+    batch_growth: float = 2.0
+    lr_cut: Optional[float] = None
+    max_batch: Optional[int] = None
+    strict: bool = False
+
+    type_name: ClassVar[str] = "seesaw"
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.batch_growth, (int, float)) and self.batch_growth > 1.0):
+            raise SeesawConfigError(
+                f"seesaw.batch_growth = {self.batch_growth!r} must be a number > 1 "
+                "(the batch multiplier at each milestone; the paper uses 1.1, default 2)."
+            )
+        if self.lr_cut is not None:
+            if not self.lr_cut >= 1.0:
+                raise SeesawConfigError(
+                    f"seesaw.lr_cut = {self.lr_cut!r} must be >= 1 (the LR divisor at each "
+                    "milestone); leave it unset for Seesaw's sqrt(batch_growth)."
+                )
+            if self.lr_cut < math.sqrt(self.batch_growth) * (1 - 1e-12):
+                message = (
+                    f"seesaw.lr_cut = {self.lr_cut:g} is below sqrt(batch_growth) = "
+                    f"{math.sqrt(self.batch_growth):g}: the run breaks Seesaw's stability "
+                    "constraint and is expected to end worse. Raise lr_cut, or set "
+                    "strict: false to run the ablation anyway."
+                )
+                if self.strict:
+                    raise SeesawConfigError(message)
+                warnings.warn(message, SeesawStabilityWarning, stacklevel=3)
+
+    @property
+    def effective_lr_cut(self) -> float:
+        return self.lr_cut if self.lr_cut is not None else math.sqrt(self.batch_growth)
+
+    @property
+    def decay_per_milestone(self) -> float:
+        """Base-LR fall between milestones: ``lr_cut * sqrt(batch_growth)``."""
+        return self.effective_lr_cut * math.sqrt(self.batch_growth)
+
+    def largest_batch(self, initial_batch: int) -> Optional[int]:
+        return self.max_batch
+
+    def milestones(self, base: LRSchedule) -> List[float]:
+        """Token counts where the base factor first falls to ``decay_per_milestone**-k``."""
+        points: List[float] = []
+        for k in range(1, _MAX_MILESTONES + 1):
+            tokens = base.first_tokens_at_or_below(self.decay_per_milestone ** (-k))
+            if tokens is None or tokens >= base.total_tokens:
+                break
+            points.append(tokens)
+        return points
+
+    def phases(
+        self, base: LRSchedule, initial_batch: int, batch_multiple: int, seq_length: int
+    ) -> List[Phase]:
+        if self.max_batch is not None:
+            _check_multiple("seesaw.max_batch", self.max_batch, batch_multiple)
+            if self.max_batch < initial_batch:
+                raise SeesawConfigError(
+                    f"seesaw.max_batch = {self.max_batch} is below the initial global batch "
+                    f"(train_batch_size = {initial_batch}): raise max_batch or remove it."
+                )
+        total = base.total_tokens
+        phases: List[Phase] = []
+        if base.warmup_tokens > 0:
+            phases.append(Phase(0.0, base.warmup_tokens, initial_batch, 1.0, True))
+        starts = [base.decay_start_tokens] + self.milestones(base)
+        batch = initial_batch
+        for k, start in enumerate(starts):
+            ideal_batch = initial_batch * self.batch_growth**k
+            if self.max_batch is not None and ideal_batch > self.max_batch * (1 + 1e-9):
+                multiplier = math.sqrt(self.max_batch / initial_batch)
+                phases.append(Phase(start, total, self.max_batch, multiplier, True))
+                break
+            candidate = max(batch, round_to_multiple(ideal_batch, batch_multiple))
+            if k > 0 and (total - start) < candidate * seq_length:
+                break  # one step of this batch would overshoot the end of training
+            batch = candidate
+            multiplier = self.effective_lr_cut ** (-k) * math.sqrt(batch / ideal_batch)
+            if phases and phases[-1].start_tokens == start:
+                phases.pop()  # coincident milestones: apply them all at once
+            phases.append(Phase(start, total, batch, multiplier, False))
+        return _close_intervals(phases, total)
+
+
+def _close_intervals(phases: List[Phase], total: float) -> List[Phase]:
+    """Set each phase's end to the next one's start and the last one's to ``total``."""
+    closed = []
+    for index, phase in enumerate(phases):
+        end = phases[index + 1].start_tokens if index + 1 < len(phases) else total
+        closed.append(
+            Phase(phase.start_tokens, end, phase.global_batch, phase.lr_multiplier,
+                  phase.follows_base)
+        )
+    return closed
+
+
+def _check_lr_scaling(lr_scaling: str) -> None:
+    if lr_scaling not in _LR_SCALINGS:
+        raise SeesawConfigError(
+            f"seesaw.lr_scaling = {lr_scaling!r} is unknown: use 'none' (LR follows the "
+            "base schedule) or 'sqrt' (LR x sqrt(B / B0))."
+        )
+
+
+def _phases_from_breakpoints(
+    breakpoints: Sequence[Tuple[float, int]],
+    base: LRSchedule,
+    initial_batch: int,
+    lr_scaling: str,
+) -> List[Phase]:
+    """Phases that follow the base LR, one per (start_tokens, batch) breakpoint."""
+    phases = []
+    for start, batch in breakpoints:
+        multiplier = math.sqrt(batch / initial_batch) if lr_scaling == "sqrt" else 1.0
+        if phases and phases[-1].global_batch == batch:
+            continue
+        phases.append(Phase(float(start), base.total_tokens, batch, multiplier, True))
+    return _close_intervals(phases, base.total_tokens)
+
+
+@dataclass(frozen=True)
+class ConstantBatch(BatchSchedule):
+    """The baseline: the initial batch throughout, the LR follows the base schedule."""
+
+    type_name: ClassVar[str] = "constant"
+
+    def largest_batch(self, initial_batch: int) -> Optional[int]:
+        return initial_batch
+
+    def phases(self, base, initial_batch, batch_multiple, seq_length):
+        return _phases_from_breakpoints([(0.0, initial_batch)], base, initial_batch, "none")
+
+
+@dataclass(frozen=True)
+class LinearRampBatch(BatchSchedule):
+    """Megatron's ``--rampup-batch-size``: from the initial batch up to ``final_batch`` in
+    equal ``batch_increment`` steps spread evenly over the first ``ramp_tokens``."""
+
+    final_batch: int = 0
+    batch_increment: int = 0
+    ramp_tokens: float = 0.0
+    lr_scaling: str = "none"
+
+    type_name: ClassVar[str] = "linear_ramp"
+
+    def largest_batch(self, initial_batch: int) -> Optional[int]:
+        return self.final_batch
+
+    def phases(self, base, initial_batch, batch_multiple, seq_length):
+        _check_lr_scaling(self.lr_scaling)
+        _check_multiple("seesaw.final_batch", self.final_batch, batch_multiple)
+        _check_multiple("seesaw.batch_increment", self.batch_increment, batch_multiple)
+        if self.final_batch <= initial_batch:
+            raise SeesawConfigError(
+                f"seesaw.final_batch = {self.final_batch} must exceed the initial batch "
+                f"(train_batch_size = {initial_batch})."
+            )
+        if (self.final_batch - initial_batch) % self.batch_increment:
+            raise SeesawConfigError(
+                f"seesaw.final_batch - train_batch_size = {self.final_batch - initial_batch} "
+                f"is not a multiple of seesaw.batch_increment = {self.batch_increment}."
+            )
+        if not 0 < self.ramp_tokens <= base.total_tokens:
+            raise SeesawConfigError(
+                f"seesaw.ramp_tokens = {self.ramp_tokens!r} must be > 0 and at most "
+                f"total_tokens ({base.total_tokens:g})."
+            )
+        increments = (self.final_batch - initial_batch) // self.batch_increment
+        tokens_per_increment = self.ramp_tokens / increments
+        breakpoints = [
+            (k * tokens_per_increment, initial_batch + k * self.batch_increment)
+            for k in range(increments + 1)
+        ]
+        return _phases_from_breakpoints(breakpoints, base, initial_batch, self.lr_scaling)
+
+
+@dataclass(frozen=True)
+class StepBatch(BatchSchedule):
+    """Explicit ``(start_tokens, global_batch)`` steps; before the first, the initial batch."""
+
+    batch_steps: Tuple[Tuple[float, int], ...] = field(default_factory=tuple)
+    lr_scaling: str = "none"
+
+    type_name: ClassVar[str] = "step"
+
+    def largest_batch(self, initial_batch: int) -> Optional[int]:
+        return max([initial_batch] + [batch for _, batch in self.batch_steps])
+
+    def phases(self, base, initial_batch, batch_multiple, seq_length):
+        _check_lr_scaling(self.lr_scaling)
+        if not self.batch_steps:
+            raise SeesawConfigError(
+                "seesaw.batch_steps is empty: give [[start_tokens, global_batch], ...]."
+            )
+        previous = 0.0
+        for index, (start, batch) in enumerate(self.batch_steps):
+            _check_multiple(f"seesaw.batch_steps[{index}] batch", batch, batch_multiple)
+            if start < previous or start >= base.total_tokens:
+                raise SeesawConfigError(
+                    f"seesaw.batch_steps[{index}] starts at {start:g} tokens: starts must "
+                    f"increase and lie below total_tokens ({base.total_tokens:g})."
+                )
+            previous = start
+        steps = list(self.batch_steps)
+        if steps[0][0] > 0:
+            steps.insert(0, (0.0, initial_batch))
+        elif steps[0][1] != initial_batch:
+            raise SeesawConfigError(
+                f"seesaw.batch_steps starts at token 0 with batch {steps[0][1]}, but "
+                f"train_batch_size is {initial_batch}: make them equal or drop the 0 entry."
+            )
+        return _phases_from_breakpoints(steps, base, initial_batch, self.lr_scaling)
+
+
+@dataclass(frozen=True)
+class LateSwitchBatch(BatchSchedule):
+    """Keep the initial batch until ``switch_fraction`` of the tokens, then ``switch_batch``.
+
+    Wang et al. (arXiv 2602.14208) found switching at ~70-75% of the tokens best for hard
+    tasks under a fixed data budget.
+    """
+
+    switch_fraction: float = 0.7
+    switch_batch: int = 0
+    lr_scaling: str = "none"
+
+    type_name: ClassVar[str] = "late_switch"
+
+    def largest_batch(self, initial_batch: int) -> Optional[int]:
+        return max(initial_batch, self.switch_batch)
+
+    def phases(self, base, initial_batch, batch_multiple, seq_length):
+        _check_lr_scaling(self.lr_scaling)
+        if not 0.0 < self.switch_fraction < 1.0:
+            raise SeesawConfigError(
+                f"seesaw.switch_fraction = {self.switch_fraction!r} must lie in (0, 1) "
+                "(the fraction of total_tokens trained before the switch; ~0.7 is typical)."
+            )
+        _check_multiple("seesaw.switch_batch", self.switch_batch, batch_multiple)
+        breakpoints = [
+            (0.0, initial_batch),
+            (self.switch_fraction * base.total_tokens, self.switch_batch),
+        ]
+        return _phases_from_breakpoints(breakpoints, base, initial_batch, self.lr_scaling)
+
+
+BATCH_SCHEDULES = {
+    schedule.type_name: schedule
+    for schedule in (SeesawBatch, ConstantBatch, LinearRampBatch, StepBatch, LateSwitchBatch)
+}

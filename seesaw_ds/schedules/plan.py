@@ -1,0 +1,319 @@
+"""The plan: the exact phases of a run and the (LR, batch) of every optimizer step.
+
+A :class:`Plan` is built once from a base LR schedule and a batch schedule. It is pure data:
+every rank that builds it from the same inputs gets the same plan, and the training loop
+asks it one question per optimizer step, ``plan.at_tokens(consumed_tokens)``, which gives
+the LR, global batch, micro-batch and gradient accumulation of the step that starts there.
+Batch and LR come from the same lookup, so they always change on the same step, and a step
+that starts past several milestones applies them all.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from dataclasses import dataclass
+from typing import Iterator, List, Optional, Sequence, Tuple
+
+from seesaw_ds.errors import SeesawConfigError
+from seesaw_ds.schedules.batch_schedules import BatchSchedule, SeesawBatch
+from seesaw_ds.schedules.lr_schedules import LRSchedule
+from seesaw_ds.schedules.phases import Phase
+
+__all__ = ["GROWTH_POLICIES", "StepSetting", "Plan", "build_plan", "layout_batch"]
+
+GROWTH_POLICIES = ("accumulation", "micro_batch_first")
+_BOUND_INTEGRATION_POINTS = 20_000
+
+
+@dataclass(frozen=True)
+class StepSetting:
+    """What one optimizer step uses."""
+
+    lr: float
+    global_batch: int
+    micro_batch: int
+    grad_accum: int
+    phase_index: int
+
+
+def layout_batch(
+    global_batch: int,
+    dp_size: int,
+    micro_batch: int,
+    max_micro_batch: Optional[int] = None,
+    growth_policy: str = "accumulation",
+) -> Tuple[int, int]:
+    """Per-rank (micro_batch, grad_accum) for a global batch.
+
+    ``accumulation`` keeps the configured micro-batch and grows accumulation;
+    ``micro_batch_first`` takes the largest micro-batch up to ``max_micro_batch`` that
+    divides the per-rank batch, then accumulates.
+    """
+    if global_batch % (dp_size * micro_batch):
+        raise SeesawConfigError(
+            f"global batch {global_batch} is not a multiple of micro-batch x data-parallel "
+            f"size = {micro_batch} x {dp_size}: set seesaw.batch_multiple to a multiple of "
+            f"{micro_batch * dp_size}."
+        )
+    per_rank = global_batch // dp_size
+    if growth_policy == "micro_batch_first" and max_micro_batch:
+        for candidate in range(min(max_micro_batch, per_rank), micro_batch - 1, -1):
+            if per_rank % candidate == 0 and candidate % micro_batch == 0:
+                return candidate, per_rank // candidate
+    return micro_batch, per_rank // micro_batch
+
+
+class Plan:
+    """The phases of a run and the lookups the training loop needs.
+
+    Args:
+        base: the base LR schedule (its ``total_tokens`` is the run's budget).
+        batch_schedule: the batch schedule (Seesaw, constant, ramp, step, late switch).
+        peak_lr: the optimizer's LR at factor 1.
+        initial_batch: the starting global batch in sequences (``train_batch_size``).
+        seq_length: tokens per sequence.
+        micro_batch: per-rank micro-batch at the start.
+        dp_size: data-parallel size.
+        batch_multiple: every global batch is a multiple of this (default
+            ``micro_batch * dp_size``). Keep it fixed to resume on another rank count.
+        min_lr: absolute LR floor applied to every step.
+        growth_policy / max_micro_batch: see :func:`layout_batch`.
+    """
+
+    def __init__(
+        self,
+        base: LRSchedule,
+        batch_schedule: BatchSchedule,
+        peak_lr: float,
+        initial_batch: int,
+        seq_length: int,
+        micro_batch: int = 1,
+        dp_size: int = 1,
+        batch_multiple: Optional[int] = None,
+        min_lr: float = 0.0,
+        growth_policy: str = "accumulation",
+        max_micro_batch: Optional[int] = None,
+    ) -> None:
+        _validate_plan_inputs(
+            peak_lr, initial_batch, seq_length, micro_batch, dp_size, min_lr,
+            growth_policy, max_micro_batch,
+        )
+        self.base = base
+        self.batch_schedule = batch_schedule
+        self.peak_lr = float(peak_lr)
+        self.initial_batch = int(initial_batch)
+        self.seq_length = int(seq_length)
+        self.dp_size = int(dp_size)
+        self.micro_batch = int(micro_batch)
+        self.batch_multiple = int(batch_multiple or micro_batch * dp_size)
+        self.min_lr = float(min_lr)
+        self.growth_policy = growth_policy
+        self.max_micro_batch = max_micro_batch
+        if self.batch_multiple % (self.micro_batch * self.dp_size):
+            raise SeesawConfigError(
+                f"seesaw.batch_multiple = {self.batch_multiple} is not a multiple of "
+                f"micro-batch x data-parallel size = {self.micro_batch * self.dp_size}: "
+                "use a common multiple of every rank layout you will run on."
+            )
+        if self.initial_batch % self.batch_multiple:
+            raise SeesawConfigError(
+                f"train_batch_size = {self.initial_batch} is not a multiple of "
+                f"{self.batch_multiple} (micro-batch x data-parallel size, or "
+                "seesaw.batch_multiple): change one of them."
+            )
+        raw = batch_schedule.phases(base, self.initial_batch, self.batch_multiple, seq_length)
+        self.phases: Tuple[Phase, ...] = tuple(self._lay_out(phase) for phase in raw)
+        self._starts = [phase.start_tokens for phase in self.phases]
+
+    def _lay_out(self, phase: Phase) -> Phase:
+        micro, accum = layout_batch(
+            phase.global_batch, self.dp_size, self.micro_batch,
+            self.max_micro_batch, self.growth_policy,
+        )
+        return Phase(phase.start_tokens, phase.end_tokens, phase.global_batch,
+                     phase.lr_multiplier, phase.follows_base, micro, accum)
+
+    # ---- lookups -------------------------------------------------------------------------
+
+    @property
+    def total_tokens(self) -> float:
+        return self.base.total_tokens
+
+    def phase_index_at(self, tokens: float) -> int:
+        """Index of the phase containing ``tokens`` (O(log phases))."""
+        return max(0, bisect.bisect_right(self._starts, tokens) - 1)
+
+    def at_tokens(self, tokens: float) -> StepSetting:
+        """The setting of the optimizer step that starts after ``tokens`` consumed tokens."""
+        index = self.phase_index_at(tokens)
+        phase = self.phases[index]
+        lr = max(self.min_lr, phase.lr_at(tokens, self.peak_lr, self.base))
+        return StepSetting(lr, phase.global_batch, phase.micro_batch, phase.grad_accum, index)
+
+    def at_samples(self, samples: int) -> StepSetting:
+        return self.at_tokens(samples * self.seq_length)
+
+    def is_finished(self, tokens: float) -> bool:
+        return tokens >= self.total_tokens
+
+    # ---- the realized run ------------------------------------------------------------------
+
+    def steps_per_phase(self) -> List[int]:
+        """Optimizer steps taken in each phase, O(phases): a phase takes the steps that
+        start inside it; a phase shorter than the step before it may take none."""
+        counts = []
+        cursor = 0.0
+        for phase in self.phases:
+            step_tokens = phase.global_batch * self.seq_length
+            if cursor >= phase.end_tokens:
+                counts.append(0)
+                continue
+            steps = math.ceil((phase.end_tokens - cursor) / step_tokens)
+            counts.append(steps)
+            cursor += steps * step_tokens
+        return counts
+
+    @property
+    def optimizer_steps(self) -> int:
+        return sum(self.steps_per_phase())
+
+    @property
+    def trained_tokens(self) -> int:
+        """Tokens consumed by the realized run (the last step may pass ``total_tokens``)."""
+        return int(sum(
+            steps * phase.global_batch * self.seq_length
+            for steps, phase in zip(self.steps_per_phase(), self.phases)
+        ))
+
+    @property
+    def baseline_optimizer_steps(self) -> int:
+        """Steps of the constant-batch run at the initial batch over the same tokens."""
+        return math.ceil(self.total_tokens / (self.initial_batch * self.seq_length))
+
+    def iter_steps(self) -> Iterator[Tuple[int, int, StepSetting]]:
+        """Every step as (step_index, start_tokens, setting): for tests and plots."""
+        tokens, step = 0, 0
+        while tokens < self.total_tokens:
+            setting = self.at_tokens(tokens)
+            yield step, tokens, setting
+            tokens += setting.global_batch * self.seq_length
+            step += 1
+
+    def continuous_limit_saving(self) -> float:
+        """Step saving of the ideal run with a continuously growing batch.
+
+        For Seesaw the batch grows as ``B0 * f(t) ** -(log g / log d)`` after warmup (``f``
+        the base factor, ``d`` the base fall per milestone; exponent 1 for Seesaw), capped
+        at ``max_batch``; the saving is ``1 - mean(B0 / B)`` over tokens, i.e. 1 - the
+        time-average of the LR factor with warmup counted at 1. For other schedules it is
+        the same mean over their own phases.
+        """
+        schedule = self.batch_schedule
+        if not isinstance(schedule, SeesawBatch):
+            mean = sum(
+                (p.end_tokens - p.start_tokens) * self.initial_batch / p.global_batch
+                for p in self.phases
+            ) / self.total_tokens
+            return 1.0 - mean
+        exponent = math.log(schedule.batch_growth) / math.log(schedule.decay_per_milestone)
+        cap = (schedule.max_batch or math.inf) / self.initial_batch
+        start = self.base.decay_start_tokens
+        span = self.total_tokens - start
+        count = _BOUND_INTEGRATION_POINTS
+        total = 0.0
+        for i in range(count):  # midpoint rule on a smooth integrand
+            tokens = start + (i + 0.5) * span / count
+            factor = max(self.base.factor(tokens), 1e-12)
+            total += 1.0 / min(factor ** (-exponent), cap)
+        mean = (start + total * span / count) / self.total_tokens
+        return 1.0 - mean
+
+    # ---- exports -----------------------------------------------------------------------------
+
+    def megatron_step_schedule(self) -> str:
+        """The batch part as Megatron's ``--step-batch-size-schedule`` ("TOKENS:BATCH ...")."""
+        entries, previous = [], None
+        for phase in self.phases:
+            if phase.global_batch == previous:
+                continue
+            entries.append(f"{math.ceil(phase.start_tokens)}:{phase.global_batch}")
+            previous = phase.global_batch
+        return " ".join(entries)
+
+    def summary(self) -> dict:
+        """A JSON-ready description: totals plus one entry per phase."""
+        phases = []
+        for phase, steps in zip(self.phases, self.steps_per_phase()):
+            phases.append({
+                "start_tokens": phase.start_tokens,
+                "end_tokens": phase.end_tokens,
+                "global_batch": phase.global_batch,
+                "micro_batch": phase.micro_batch,
+                "grad_accum": phase.grad_accum,
+                "lr_start": self._phase_lr(phase, phase.start_tokens),
+                "lr_end": self._phase_lr(phase, phase.end_tokens),
+                "follows_base": phase.follows_base,
+                "steps": steps,
+            })
+        steps = self.optimizer_steps
+        baseline = self.baseline_optimizer_steps
+        return {
+            "batch_schedule": self.batch_schedule.type_name,
+            "lr_schedule": self.base.type_name,
+            "total_tokens": self.total_tokens,
+            "trained_tokens": self.trained_tokens,
+            "seq_length": self.seq_length,
+            "peak_lr": self.peak_lr,
+            "initial_batch": self.initial_batch,
+            "dp_size": self.dp_size,
+            "batch_multiple": self.batch_multiple,
+            "optimizer_steps": steps,
+            "baseline_optimizer_steps": baseline,
+            "steps_ratio": steps / baseline,
+            "step_saving": 1.0 - steps / baseline,
+            "continuous_limit_saving": self.continuous_limit_saving(),
+            "megatron_step_batch_size_schedule": self.megatron_step_schedule(),
+            "phases": phases,
+        }
+
+    def _phase_lr(self, phase: Phase, tokens: float) -> float:
+        return max(self.min_lr, phase.lr_at(tokens, self.peak_lr, self.base))
+
+    def fingerprint(self) -> List[Tuple[float, int, float]]:
+        """What must match for a resume to continue the same run."""
+        return [(p.start_tokens, p.global_batch, p.lr_multiplier) for p in self.phases]
+
+
+def _validate_plan_inputs(
+    peak_lr, initial_batch, seq_length, micro_batch, dp_size, min_lr, growth_policy,
+    max_micro_batch,
+) -> None:
+    checks = [
+        (peak_lr > 0, f"optimizer lr = {peak_lr!r} must be > 0 (it is the peak LR)."),
+        (int(initial_batch) == initial_batch and initial_batch > 0,
+         f"train_batch_size = {initial_batch!r} must be a positive integer."),
+        (int(seq_length) == seq_length and seq_length > 0,
+         f"seesaw.seq_length = {seq_length!r} must be a positive integer."),
+        (micro_batch > 0, f"train_micro_batch_size_per_gpu = {micro_batch!r} must be > 0."),
+        (dp_size > 0, f"data-parallel size = {dp_size!r} must be > 0."),
+        (0 <= min_lr <= peak_lr,
+         f"seesaw.min_lr = {min_lr!r} must lie between 0 and the peak lr ({peak_lr!r})."),
+        (growth_policy in GROWTH_POLICIES,
+         f"seesaw.growth_policy = {growth_policy!r} is unknown: use one of "
+         f"{list(GROWTH_POLICIES)}."),
+        (max_micro_batch is None or max_micro_batch >= micro_batch,
+         f"seesaw.max_micro_batch = {max_micro_batch!r} must be >= the micro-batch "
+         f"({micro_batch})."),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise SeesawConfigError(message)
+
+
+def build_plan(
+    base: LRSchedule, batch_schedule: BatchSchedule, peak_lr: float, initial_batch: int,
+    seq_length: int, **layout,
+) -> Plan:
+    """Functional spelling of :class:`Plan`."""
+    return Plan(base, batch_schedule, peak_lr, initial_batch, seq_length, **layout)

@@ -1,0 +1,28 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="seesaw-ds",
+    version="0.1.0",
+    description="Seesaw batch-size scheduling (LR decay -> batch growth) for DeepSpeed and Megatron",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["seesaw_ds", "seesaw_ds.*"]),
+    package_data={"seesaw_ds": ["configs/*.json", "configs/*.yaml"]},
+    python_requires=">=3.10",
+    install_requires=[
+        # torch is pinned by the README/CI install step (CPU wheel) before this runs.
+        "torch>=2.1",
+        "deepspeed>=0.16",
+        "megatron-core>=0.12",
+        "sentencepiece>=0.2",
+        "pyyaml>=6",
+        "numpy",
+        "tqdm",
+        "matplotlib",
+    ],
+    extras_require={
+        "test": ["pytest", "hypothesis"],
+        "tensorboard": ["tensorboard"],
+    },
+    entry_points={"console_scripts": ["seesaw-ds=seesaw_ds.cli.main:main"]},
+)
