@@ -232,12 +232,18 @@ class Plan:
     # ---- exports -----------------------------------------------------------------------------
 
     def megatron_step_schedule(self) -> str:
-        """The batch part as Megatron's ``--step-batch-size-schedule`` ("TOKENS:BATCH ...")."""
+        """The batch part as Megatron's ``--step-batch-size-schedule`` ("TOKENS:BATCH ...").
+
+        Thresholds are rounded up to whole samples (``ceil(start / seq) * seq`` tokens):
+        Megatron floors tokens to samples, and a step whose start ``s`` samples satisfies
+        ``s * seq >= start`` is exactly one with ``s >= ceil(start / seq)``.
+        """
         entries, previous = [], None
         for phase in self.phases:
             if phase.global_batch == previous:
                 continue
-            entries.append(f"{math.ceil(phase.start_tokens)}:{phase.global_batch}")
+            first_sample = math.ceil(phase.start_tokens / self.seq_length)
+            entries.append(f"{first_sample * self.seq_length}:{phase.global_batch}")
             previous = phase.global_batch
         return " ".join(entries)
 

@@ -1,0 +1,1 @@
+"""The ``seesaw-ds`` command line."""

@@ -1,0 +1,101 @@
+"""The Megatron adapters follow the plan through megatron-core's own global accessors."""
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+from megatron.core import num_microbatches_calculator as megatron_calculators
+
+from seesaw_ds.errors import SeesawConfigError
+from seesaw_ds.megatron_adapter import (
+    SeesawParamScheduler,
+    install_calculator,
+    plan_from_megatron_args,
+)
+from seesaw_ds.schedules import CosineLR, Plan, SeesawBatch
+
+SEQ = 128
+
+
+def _plan(dp_size=2, micro=2):
+    base = CosineLR(total_tokens=2e6, warmup_tokens=2e5, warmup_start_factor=0.1,
+                    final_factor=0.1)
+    return Plan(base, SeesawBatch(batch_growth=2.0), 3e-3, 32, SEQ, micro_batch=micro,
+                dp_size=dp_size)
+
+
+@pytest.fixture(autouse=True)
+def _reset_megatron_calculator():
+    yield
+    megatron_calculators.destroy_num_microbatches_calculator()
+
+
+def test_calculator_drives_megatron_global_accessors_along_the_plan():
+    plan = _plan()
+    install_calculator(plan)
+    samples = 0
+    for _, tokens, setting in plan.iter_steps():
+        assert tokens == samples * SEQ
+        megatron_calculators.update_num_microbatches(samples, consistency_check=True)
+        assert megatron_calculators.get_current_global_batch_size() == setting.global_batch
+        assert megatron_calculators.get_num_microbatches() == setting.global_batch // (2 * 2)
+        assert megatron_calculators.get_micro_batch_size() == 2
+        samples += megatron_calculators.get_current_global_batch_size()
+    assert megatron_calculators.get_current_global_batch_size() == 256  # 32 x 2^3
+
+
+def test_param_scheduler_sets_plan_lr_at_consumed_samples_and_resumes():
+    plan = _plan()
+    model = torch.nn.Linear(4, 1)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1.0)
+    scheduler = SeesawParamScheduler(optimizer, plan, weight_decay=0.01)
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(3e-4)  # warmup start 0.1 x peak
+    samples = 0
+    for step, tokens, setting in plan.iter_steps():
+        assert optimizer.param_groups[0]["lr"] == pytest.approx(setting.lr, rel=1e-12)
+        assert optimizer.param_groups[0]["weight_decay"] == 0.01
+        scheduler.step(increment=setting.global_batch)
+        samples += setting.global_batch
+        if step == 300:
+            saved = scheduler.state_dict()
+            resumed = SeesawParamScheduler(
+                torch.optim.AdamW(model.parameters(), lr=1.0), plan, 0.01
+            )
+            resumed.load_state_dict(saved)
+            assert resumed.num_steps == samples
+            assert resumed.optimizer.param_groups[0]["lr"] == optimizer.param_groups[0]["lr"]
+
+
+def test_param_scheduler_refuses_a_checkpoint_of_another_plan():
+    model = torch.nn.Linear(4, 1)
+    saved = SeesawParamScheduler(torch.optim.SGD(model.parameters(), lr=1.0), _plan()).state_dict()
+    other = Plan(CosineLR(total_tokens=2e6), SeesawBatch(batch_growth=1.5), 3e-3, 32, SEQ,
+                 micro_batch=2, dp_size=2)
+    with pytest.raises(SeesawConfigError, match="different seesaw plan"):
+        SeesawParamScheduler(torch.optim.SGD(model.parameters(), lr=1.0), other).load_state_dict(saved)
+
+
+def test_megatron_args_give_the_same_plan_on_any_data_parallel_size(tmp_path):
+    config = tmp_path / "seesaw.yaml"
+    config.write_text(
+        "seesaw:\n  total_tokens: 2.0e6\n  seq_length: 128\n  batch_growth: 2.0\n"
+        "  batch_multiple: 16\n"
+        "  lr_schedule: {type: cosine, warmup_fraction: 0.1, final_factor: 0.1}\n"
+    )
+    plans = [
+        plan_from_megatron_args(SimpleNamespace(
+            seesaw_config=str(config), seq_length=128, lr=3e-3, global_batch_size=32,
+            micro_batch_size=2, data_parallel_size=dp, rampup_batch_size=None))
+        for dp in (1, 2, 8)
+    ]
+    assert plans[0].fingerprint() == plans[1].fingerprint() == plans[2].fingerprint()
+    assert [p.at_tokens(1.9e6).grad_accum for p in plans] == [128, 64, 16]
+
+
+def test_megatron_args_reject_a_mismatched_sequence_length(tmp_path):
+    config = tmp_path / "seesaw.json"
+    config.write_text('{"seesaw": {"total_tokens": 1e6, "seq_length": 128}}')
+    args = SimpleNamespace(seesaw_config=str(config), seq_length=256, lr=1e-3,
+                           global_batch_size=8, micro_batch_size=1, data_parallel_size=1)
+    with pytest.raises(SeesawConfigError, match="seq_length"):
+        plan_from_megatron_args(args)
