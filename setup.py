@@ -21,7 +21,7 @@ setup(
         "matplotlib",
     ],
     extras_require={
-        "test": ["pytest", "hypothesis"],
+        "test": ["pytest", "hypothesis", "tensorboard"],
         "tensorboard": ["tensorboard"],
     },
     entry_points={"console_scripts": ["seesaw-ds=seesaw_ds.cli.main:main"]},

@@ -1,0 +1,14 @@
+"""Online critical-batch-size guard: stop Seesaw's batch growth where it would start to lose.
+
+Seesaw only matches the base schedule below the critical batch size (CBS); past it, a batch
+step buys less than the LR cut it replaces. The guard estimates the gradient noise scale
+``B_noise = tr(Sigma) / |G|^2`` (McCandlish et al., 2018) from two gradient norms the run
+already has (a small and a big batch), and holds the batch once the next planned batch would
+exceed ``safety_factor * B_noise``; the rest of the decay then goes into the LR, exactly as
+with a ``max_batch`` cap.
+"""
+
+from seesaw_ds.cbs.estimator import GradientNoiseScale, NoiseScaleEstimate
+from seesaw_ds.cbs.guard import CriticalBatchGuard, GuardDecision
+
+__all__ = ["GradientNoiseScale", "NoiseScaleEstimate", "CriticalBatchGuard", "GuardDecision"]

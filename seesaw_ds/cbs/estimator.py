@@ -1,0 +1,85 @@
+"""Gradient noise scale from a small-batch and a big-batch squared gradient norm.
+
+For gradients averaged over ``b`` samples, ``E|g_b|^2 = |G|^2 + tr(Sigma) / b``. Two batch
+sizes give two equations, solved for the unbiased pieces (McCandlish et al., 2018, App. A):
+
+    |G|^2     ~ (B_big |g_big|^2 - B_small |g_small|^2) / (B_big - B_small)
+    tr(Sigma) ~ (|g_small|^2 - |g_big|^2) / (1 / B_small - 1 / B_big)
+
+Each piece is noisy, so both are smoothed with an exponential moving average before their
+ratio is taken. Pure Python: callers pass floats (already all-reduced, so every rank agrees).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+__all__ = ["GradientNoiseScale", "NoiseScaleEstimate"]
+
+
+@dataclass(frozen=True)
+class NoiseScaleEstimate:
+    """Smoothed pieces and their ratio ``b_noise`` (None until both are positive)."""
+
+    grad_sq: float
+    trace_sigma: float
+    b_noise: Optional[float]
+    samples: int
+
+
+class GradientNoiseScale:
+    """EMA estimator of ``B_noise = tr(Sigma) / |G|^2``.
+
+    Args:
+        ema_decay: weight of the past in the moving averages (0 = no smoothing).
+
+    Note:
+        The EMA is bias-corrected (as in Adam), so early estimates are not pulled to 0.
+    """
+
+    def __init__(self, ema_decay: float = 0.95) -> None:
+        if not 0.0 <= ema_decay < 1.0:
+            raise ValueError(f"ema_decay = {ema_decay} must lie in [0, 1)")
+        self.ema_decay = ema_decay
+        self._grad_sq = 0.0
+        self._trace = 0.0
+        self._weight = 0.0
+        self.samples = 0
+
+    def update(
+        self, small_batch: float, small_sq_norm: float, big_batch: float, big_sq_norm: float
+    ) -> NoiseScaleEstimate:
+        """Add one measurement: ``|g|^2`` of a ``small_batch`` mean and a ``big_batch`` mean."""
+        if not 0 < small_batch < big_batch:
+            raise ValueError(
+                f"need 0 < small_batch < big_batch, got {small_batch} and {big_batch}"
+            )
+        grad_sq = (big_batch * big_sq_norm - small_batch * small_sq_norm) / (
+            big_batch - small_batch
+        )
+        trace = (small_sq_norm - big_sq_norm) / (1.0 / small_batch - 1.0 / big_batch)
+        decay = self.ema_decay
+        self._grad_sq = decay * self._grad_sq + (1 - decay) * grad_sq
+        self._trace = decay * self._trace + (1 - decay) * trace
+        self._weight = decay * self._weight + (1 - decay)
+        self.samples += 1
+        return self.estimate()
+
+    def estimate(self) -> NoiseScaleEstimate:
+        if self._weight == 0.0:
+            return NoiseScaleEstimate(0.0, 0.0, None, 0)
+        grad_sq = self._grad_sq / self._weight
+        trace = self._trace / self._weight
+        ratio = trace / grad_sq if grad_sq > 0 and trace > 0 else None
+        return NoiseScaleEstimate(grad_sq, trace, ratio, self.samples)
+
+    def state_dict(self) -> dict:
+        return {"grad_sq": self._grad_sq, "trace": self._trace, "weight": self._weight,
+                "samples": self.samples, "ema_decay": self.ema_decay}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._grad_sq = float(state["grad_sq"])
+        self._trace = float(state["trace"])
+        self._weight = float(state["weight"])
+        self.samples = int(state["samples"])
