@@ -1,0 +1,255 @@
+"""Find the input text files and read them as documents (one per file or per JSONL line).
+
+The default corpus is embedded: the Python standard library's own ``.py`` sources, so
+preparing data never needs a download.
+
+Note:
+    Problems are split in two kinds. A file that cannot be read (permissions, not UTF-8)
+    is an error when its path was named explicitly, and is skipped with a warning when it
+    came from a glob, a directory or the default corpus. A JSONL line that is not a JSON
+    object with a string ``text_field`` is always an error: it means a wrong field name.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import sysconfig
+import warnings
+from dataclasses import dataclass, field
+from typing import Iterator, List, Optional, Sequence
+
+from seesaw_ds.errors import SeesawConfigError
+
+__all__ = [
+    "SUPPORTED_SUFFIXES",
+    "SourceFile",
+    "Corpus",
+    "CorpusStats",
+    "stdlib_files",
+    "find_files",
+]
+
+SUPPORTED_SUFFIXES = (".txt", ".py", ".md", ".jsonl")
+_TEST_DIRS = frozenset({"test", "tests", "idle_test"})
+_SKIP_DIRS = frozenset({"site-packages", "dist-packages", "__pycache__"})
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    """One input file; ``explicit`` when the user named this exact path."""
+
+    path: str
+    explicit: bool
+    size: int
+    mtime_ns: int
+
+
+def _source(path: str, explicit: bool) -> SourceFile:
+    stat = os.stat(path)
+    return SourceFile(os.path.abspath(path), explicit, stat.st_size, stat.st_mtime_ns)
+
+
+def _walk_sorted(root: str, suffixes: Sequence[str], include_tests: bool) -> List[str]:
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        skip = _SKIP_DIRS if include_tests else _SKIP_DIRS | _TEST_DIRS
+        dirnames[:] = sorted(name for name in dirnames if name not in skip)
+        found.extend(
+            os.path.join(dirpath, name) for name in filenames if name.endswith(tuple(suffixes))
+        )
+    return sorted(found, key=lambda path: os.path.relpath(path, root))
+
+
+def stdlib_files(include_tests: bool = False) -> List[str]:
+    """The standard library's ``.py`` files, sorted by relative path (deterministic).
+
+    Note:
+        ``site-packages`` is skipped, and so are ``test``/``tests``/``idle_test`` folders
+        unless ``include_tests``. The corpus depends on the Python version; the prepare
+        manifest records its fingerprint.
+    """
+    return _walk_sorted(sysconfig.get_paths()["stdlib"], (".py",), include_tests)
+
+
+def _has_magic(pattern: str) -> bool:
+    return any(char in pattern for char in "*?[")
+
+
+def find_files(inputs: Optional[Sequence[str]], include_tests: bool = False) -> List[SourceFile]:
+    """Resolve paths, directories and globs to a sorted, de-duplicated file list.
+
+    ``None`` or an empty list selects the embedded stdlib corpus. A directory contributes
+    its supported files recursively; a glob keeps the supported files it matches.
+    """
+    if not inputs:
+        return [_source(path, explicit=False) for path in stdlib_files(include_tests)]
+    files: List[SourceFile] = []
+    seen = set()
+    for pattern in inputs:
+        if _has_magic(pattern):
+            matches = sorted(glob.glob(os.path.expanduser(pattern), recursive=True))
+            if not matches:
+                raise SeesawConfigError(
+                    f"inputs: no files matched the glob {pattern!r}; check the pattern "
+                    "(quote it so the shell does not expand it) or the working directory."
+                )
+            paths = [path for path in matches if os.path.isfile(path)]
+            for directory in (path for path in matches if os.path.isdir(path)):
+                paths.extend(_walk_sorted(directory, SUPPORTED_SUFFIXES, True))
+            paths = [path for path in paths if path.endswith(SUPPORTED_SUFFIXES)]
+            if not paths:
+                raise SeesawConfigError(
+                    f"inputs: the glob {pattern!r} matched {len(matches)} paths but no "
+                    f"{'/'.join(SUPPORTED_SUFFIXES)} files; point it at text files."
+                )
+            explicit = False
+        else:
+            path = os.path.expanduser(pattern)
+            if os.path.isdir(path):
+                paths = _walk_sorted(path, SUPPORTED_SUFFIXES, True)
+                if not paths:
+                    raise SeesawConfigError(
+                        f"inputs: the directory {pattern!r} holds no "
+                        f"{'/'.join(SUPPORTED_SUFFIXES)} files."
+                    )
+                explicit = False
+            elif os.path.isfile(path):
+                if not path.endswith(SUPPORTED_SUFFIXES):
+                    raise SeesawConfigError(
+                        f"inputs: {pattern!r} is not a supported file type; use "
+                        f"{', '.join(SUPPORTED_SUFFIXES)} files."
+                    )
+                paths, explicit = [path], True
+            else:
+                raise SeesawConfigError(
+                    f"inputs: {pattern!r} does not exist; give an existing file, "
+                    "directory or glob."
+                )
+        for path in paths:
+            key = os.path.abspath(path)
+            if key not in seen:
+                seen.add(key)
+                files.append(_source(path, explicit))
+    return files
+
+
+@dataclass
+class CorpusStats:
+    """What a full pass over the corpus saw."""
+
+    num_documents: int = 0
+    num_bytes: int = 0
+    skipped: List[str] = field(default_factory=list)
+
+
+class Corpus:
+    """Re-iterable documents from ``files``, capped at ``max_bytes`` of UTF-8 text.
+
+    Note:
+        Documents are taken in file order until their total size reaches ``max_bytes``;
+        the last one is cut to fit. Blank documents are dropped. Each skipped file is
+        warned about once per ``Corpus``.
+    """
+
+    def __init__(
+        self, files: Sequence[SourceFile], text_field: str = "text", max_bytes: Optional[int] = None
+    ) -> None:
+        if not isinstance(text_field, str) or not text_field:
+            raise SeesawConfigError("text_field must be a non-empty string (the JSONL key).")
+        if max_bytes is not None and (
+                isinstance(max_bytes, bool) or int(max_bytes) != max_bytes or max_bytes < 1):
+            raise SeesawConfigError(
+                f"max_bytes = {max_bytes!r} must be a positive integer or None.")
+        self.files = list(files)
+        self.text_field = text_field
+        self.max_bytes = None if max_bytes is None else int(max_bytes)
+        self._warned: set = set()
+
+    def _read(self, source: SourceFile) -> Optional[str]:
+        try:
+            with open(source.path, encoding="utf-8") as handle:
+                return handle.read()
+        except (OSError, UnicodeDecodeError) as error:
+            reason = "is not valid UTF-8" if isinstance(error, UnicodeDecodeError) else (
+                f"cannot be read ({error.strerror or error})")
+            if source.explicit:
+                raise SeesawConfigError(
+                    f"inputs: {source.path} {reason}; fix it or remove it from the inputs."
+                ) from None
+            if source.path not in self._warned:
+                self._warned.add(source.path)
+                warnings.warn(f"skipping {source.path}: it {reason}", stacklevel=3)
+            return None
+
+    def _jsonl_documents(self, source: SourceFile, text: str) -> Iterator[str]:
+        for number, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                raise SeesawConfigError(
+                    f"inputs: {source.path}:{number} is not valid JSON; each JSONL line "
+                    "must be one JSON object."
+                ) from None
+            value = record.get(self.text_field) if isinstance(record, dict) else None
+            if not isinstance(value, str):
+                raise SeesawConfigError(
+                    f"inputs: {source.path}:{number} has no string field "
+                    f"{self.text_field!r}; set text_field (--text-field) to the key that "
+                    "holds the text."
+                )
+            yield value
+
+    def _file_documents(self, source: SourceFile) -> Iterator[str]:
+        text = self._read(source)
+        if text is None:
+            return
+        if source.path.endswith(".jsonl"):
+            yield from self._jsonl_documents(source, text)
+        else:
+            yield text
+
+    def documents(self, stats: Optional[CorpusStats] = None) -> Iterator[str]:
+        """Yield the documents in a fixed order; fill ``stats`` when given."""
+        budget = self.max_bytes
+        for source in self.files:
+            for document in self._file_documents(source):
+                if not document.strip():
+                    continue
+                data = document.encode("utf-8")
+                if budget is not None and len(data) > budget:
+                    document = data[:budget].decode("utf-8", errors="ignore")
+                    data = document.encode("utf-8")
+                if stats is not None:
+                    stats.num_documents += 1
+                    stats.num_bytes += len(data)
+                yield document
+                if budget is not None:
+                    budget -= len(data)
+                    if budget <= 0:
+                        return
+        if stats is not None:
+            stats.skipped = sorted(self._warned)
+
+    def scan(self) -> CorpusStats:
+        """One pass that counts documents; raises when the corpus is empty.
+
+        Raises:
+            SeesawConfigError: no non-blank document in any file (naming the inputs).
+        """
+        stats = CorpusStats()
+        for _ in self.documents(stats):
+            pass
+        stats.skipped = sorted(self._warned)
+        if stats.num_documents == 0:
+            names = ", ".join(source.path for source in self.files[:3])
+            more = f" and {len(self.files) - 3} more" if len(self.files) > 3 else ""
+            raise SeesawConfigError(
+                f"inputs: the corpus is empty: no non-blank text in {names}{more}"
+                f"{f' ({len(stats.skipped)} unreadable files skipped)' if stats.skipped else ''};"
+                " give files that contain text."
+            )
+        return stats

@@ -1,0 +1,206 @@
+"""Prepare a training folder: corpus -> tokenizer (trained or loaded) -> indexed dataset.
+
+The folder holds ``tokenizer.model``, ``corpus_text_document.{bin,idx}``, a ``cache/``
+for megatron-core's sample indices and ``manifest.json``. Re-running with unchanged
+inputs and parameters reuses it without retraining or re-tokenizing.
+
+Note:
+    All user mistakes (no files matched, empty corpus, unreadable named file, bad vocab
+    size, bad tokenizer model) raise :class:`SeesawConfigError` naming the path or field,
+    before the expensive steps where possible.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import asdict, dataclass
+from typing import Callable, Optional, Sequence
+
+import sentencepiece
+
+from seesaw_ds.data.corpus import Corpus, find_files
+from seesaw_ds.data.indexed import write_indexed_dataset
+from seesaw_ds.data.manifest import (
+    FORMAT_VERSION,
+    MANIFEST_NAME,
+    fingerprint,
+    outputs_intact,
+    read_manifest,
+    write_json_atomic,
+)
+from seesaw_ds.data.tokenizer import (
+    SentencePieceTokenizer,
+    TokenizerTrainConfig,
+    load_tokenizer,
+    train_tokenizer,
+)
+from seesaw_ds.errors import SeesawConfigError
+
+__all__ = ["PreparedData", "prepare", "load_prepared", "DATA_NAME", "TOKENIZER_NAME",
+           "CACHE_DIR", "DEFAULT_VOCAB_SIZE"]
+
+DATA_NAME = "corpus_text_document"
+TOKENIZER_NAME = "tokenizer.model"
+CACHE_DIR = "cache"
+DEFAULT_VOCAB_SIZE = 2048
+
+
+@dataclass(frozen=True)
+class PreparedData:
+    """A prepared folder; ``reused`` tells whether ``prepare`` skipped all work."""
+
+    out_dir: str
+    data_prefix: str
+    tokenizer_path: str
+    cache_dir: str
+    vocab_size: int
+    eod: int
+    num_documents: int
+    num_tokens: int
+    reused: bool = False
+
+    @property
+    def manifest_path(self) -> str:
+        return os.path.join(self.out_dir, MANIFEST_NAME)
+
+    def load_tokenizer(self) -> SentencePieceTokenizer:
+        return load_tokenizer(self.tokenizer_path)
+
+
+def _from_manifest(out_dir: str, manifest: dict, reused: bool) -> PreparedData:
+    outputs = manifest["outputs"]
+    return PreparedData(
+        out_dir=out_dir,
+        data_prefix=os.path.join(out_dir, DATA_NAME),
+        tokenizer_path=os.path.join(out_dir, TOKENIZER_NAME),
+        cache_dir=os.path.join(out_dir, CACHE_DIR),
+        vocab_size=outputs["vocab_size"],
+        eod=outputs["eod"],
+        num_documents=outputs["num_documents"],
+        num_tokens=outputs["num_tokens"],
+        reused=reused,
+    )
+
+
+def load_prepared(out_dir: str) -> PreparedData:
+    """The prepared folder at ``out_dir``, read from its manifest.
+
+    Raises:
+        SeesawConfigError: no complete prepared data there.
+    """
+    out_dir = os.path.abspath(out_dir)
+    manifest = read_manifest(out_dir)
+    if manifest is None or not outputs_intact(out_dir, manifest):
+        raise SeesawConfigError(
+            f"data: {out_dir} holds no complete prepared data (missing or stale "
+            f"{MANIFEST_NAME}); run `seesaw-ds prepare --out {out_dir}` first."
+        )
+    return _from_manifest(out_dir, manifest, reused=True)
+
+
+def _check_out_dir(out_dir: str) -> str:
+    if not out_dir:
+        raise SeesawConfigError("out_dir (--out) must name a directory.")
+    out_dir = os.path.abspath(os.path.expanduser(out_dir))
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise SeesawConfigError(f"out_dir: {out_dir} exists and is not a directory.")
+    return out_dir
+
+
+def prepare(
+    inputs: Optional[Sequence[str]],
+    out_dir: str,
+    *,
+    vocab_size: Optional[int] = None,
+    tokenizer_model: Optional[str] = None,
+    text_field: str = "text",
+    max_bytes: Optional[int] = None,
+    include_tests: bool = False,
+    seed: int = 1234,
+    progress: bool = True,
+    force: bool = False,
+    log: Callable[[str], None] = print,
+) -> PreparedData:
+    """Build (or reuse) the prepared folder ``out_dir`` from ``inputs``.
+
+    ``inputs`` are files, directories or globs (``.txt``, ``.py``, ``.md``, ``.jsonl``);
+    None uses the standard library's sources. ``vocab_size`` (default 2048) trains a BPE
+    tokenizer; ``tokenizer_model`` loads one instead. ``max_bytes`` caps the corpus.
+    """
+    out_dir = _check_out_dir(out_dir)
+    if tokenizer_model is not None:
+        tokenizer = load_tokenizer(tokenizer_model)
+        if vocab_size is not None and vocab_size != tokenizer.vocab_size:
+            raise SeesawConfigError(
+                f"vocab_size = {vocab_size} disagrees with tokenizer_model {tokenizer_model} "
+                f"(vocab {tokenizer.vocab_size}); drop --vocab-size or use another model."
+            )
+        tokenizer_params = {"loaded_sha256": tokenizer.sha256}
+    else:
+        tokenizer = None
+        train_config = TokenizerTrainConfig(
+            vocab_size=DEFAULT_VOCAB_SIZE if vocab_size is None else vocab_size, seed=seed)
+        tokenizer_params = {"trained": asdict(train_config)}
+    corpus = Corpus([], text_field=text_field, max_bytes=max_bytes)  # validates both
+    files = find_files(inputs, include_tests=include_tests)
+    params = {
+        "format_version": FORMAT_VERSION,
+        "inputs": list(inputs) if inputs else "stdlib",
+        "include_tests": bool(include_tests) if not inputs else None,
+        "text_field": text_field,
+        "max_bytes": max_bytes,
+        "tokenizer": tokenizer_params,
+        "sentencepiece_version": sentencepiece.__version__,
+    }
+    input_fingerprint = fingerprint(files)
+
+    manifest = read_manifest(out_dir)
+    if (not force and manifest is not None and manifest.get("params") == params
+            and manifest.get("input_fingerprint") == input_fingerprint
+            and outputs_intact(out_dir, manifest)):
+        log(f"prepare: reusing {out_dir} (inputs and parameters unchanged)")
+        return _from_manifest(out_dir, manifest, reused=True)
+
+    corpus = Corpus(files, text_field=text_field, max_bytes=max_bytes)
+    log(f"prepare: scanning {len(files)} files")
+    stats = corpus.scan()
+    log(f"prepare: {stats.num_documents} documents, {stats.num_bytes / 1e6:.2f} MB"
+        + (f", {len(stats.skipped)} unreadable files skipped" if stats.skipped else ""))
+
+    os.makedirs(out_dir, exist_ok=True)
+    for stale in (os.path.join(out_dir, MANIFEST_NAME), os.path.join(out_dir, CACHE_DIR)):
+        if os.path.isdir(stale):
+            shutil.rmtree(stale)
+        elif os.path.exists(stale):
+            os.remove(stale)
+
+    if tokenizer is None:
+        log(f"prepare: training a BPE tokenizer (vocab_size {train_config.vocab_size})")
+        tokenizer = train_tokenizer(corpus.documents(), train_config)
+    tokenizer.save(os.path.join(out_dir, TOKENIZER_NAME))
+
+    data_prefix = os.path.join(out_dir, DATA_NAME)
+    indexed = write_indexed_dataset(
+        corpus.documents(), tokenizer, data_prefix, total=stats.num_documents, progress=progress)
+
+    output_names = [TOKENIZER_NAME, f"{DATA_NAME}.bin", f"{DATA_NAME}.idx"]
+    write_json_atomic(os.path.join(out_dir, MANIFEST_NAME), {
+        "params": params,
+        "input_fingerprint": input_fingerprint,
+        "skipped_files": stats.skipped,
+        "outputs": {
+            "vocab_size": tokenizer.vocab_size,
+            "eod": tokenizer.eod,
+            "tokenizer_sha256": tokenizer.sha256,
+            "num_documents": indexed.num_documents,
+            "num_tokens": indexed.num_tokens,
+            "num_bytes": stats.num_bytes,
+        },
+        "output_sizes": {
+            name: os.path.getsize(os.path.join(out_dir, name)) for name in output_names
+        },
+    })
+    log(f"prepare: wrote {indexed.num_documents} documents, {indexed.num_tokens} tokens "
+        f"(vocab {tokenizer.vocab_size}) to {out_dir}")
+    return _from_manifest(out_dir, read_manifest(out_dir), reused=False)

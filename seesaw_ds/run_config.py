@@ -1,0 +1,148 @@
+"""The YAML run config of ``python -m seesaw_ds.train``: model, data, evaluation, output.
+
+The schedule itself lives in the DeepSpeed JSON config's ``seesaw`` section; this file
+holds what the DeepSpeed config does not: which model, which data, how often to evaluate
+and where to write. Every field is validated before any process group or engine exists.
+
+Example::
+
+    model: {shape: tiny}
+    data: {prepared_dir: results/data/stdlib, vocab_size: 2048}
+    eval: {interval_tokens: 2.0e5, batches: 8, batch_size: 32}
+    checkpoint: {interval_tokens: 1.0e6}
+    output_dir: results/run
+    seed: 0
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field, fields
+from typing import Any, Dict, List, Mapping, Optional
+
+from seesaw_ds.config.section import parse_token_count
+from seesaw_ds.errors import SeesawConfigError
+
+__all__ = ["ModelSettings", "DataSettings", "EvalSettings", "CheckpointSettings",
+           "RunConfig", "parse_run_config", "load_run_config"]
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    shape: str = "tiny"
+    z_loss_coef: float = 1e-4
+    init_seed: Optional[int] = None  # defaults to the run seed
+
+
+@dataclass(frozen=True)
+class DataSettings:
+    prepared_dir: str = "results/data/stdlib"
+    inputs: Optional[List[str]] = None  # None: the embedded standard-library corpus
+    vocab_size: int = 2048
+    tokenizer_model: Optional[str] = None
+    text_field: str = "text"
+    max_bytes: Optional[int] = None
+    split: str = "98,2,0"
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    interval_tokens: float = 2.0e5
+    batches: int = 8
+    batch_size: int = 32
+
+
+@dataclass(frozen=True)
+class CheckpointSettings:
+    dir: Optional[str] = None  # default: <output_dir>/checkpoints
+    interval_tokens: Optional[float] = None  # None: only at the end
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    model: ModelSettings = field(default_factory=ModelSettings)
+    data: DataSettings = field(default_factory=DataSettings)
+    eval: EvalSettings = field(default_factory=EvalSettings)
+    checkpoint: CheckpointSettings = field(default_factory=CheckpointSettings)
+    output_dir: str = "results/run"
+    seed: int = 0
+    name: Optional[str] = None  # the schedule's label in summaries; default from config
+
+    @property
+    def checkpoint_dir(self) -> str:
+        import os
+
+        return self.checkpoint.dir or os.path.join(self.output_dir, "checkpoints")
+
+
+def _reject_unknown(section: str, given: Mapping[str, Any], cls) -> None:
+    known = [f.name for f in fields(cls)]
+    for key in given:
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise SeesawConfigError(
+                f"run config: {section}{key} is not a known key.{hint} Known: {known}.")
+
+
+def _positive_int(where: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise SeesawConfigError(f"run config: {where} = {value!r} must be a positive integer.")
+    return value
+
+
+def _section(cls, name: str, raw: Any):
+    if raw is None:
+        return cls()
+    if not isinstance(raw, Mapping):
+        raise SeesawConfigError(f"run config: {name} must be a mapping.")
+    _reject_unknown(f"{name}.", raw, cls)
+    return cls(**raw)
+
+
+def parse_run_config(raw: Mapping[str, Any]) -> RunConfig:
+    """Validate a run-config mapping; raises :class:`SeesawConfigError`."""
+    if not isinstance(raw, Mapping):
+        raise SeesawConfigError("run config must be a mapping at the top level.")
+    _reject_unknown("", raw, RunConfig)
+    model = _section(ModelSettings, "model", raw.get("model"))
+    data = _section(DataSettings, "data", raw.get("data"))
+    evaluation = _section(EvalSettings, "eval", raw.get("eval"))
+    checkpoint = _section(CheckpointSettings, "checkpoint", raw.get("checkpoint"))
+    _positive_int("data.vocab_size", data.vocab_size)
+    if data.max_bytes is not None:
+        _positive_int("data.max_bytes", data.max_bytes)
+    evaluation = EvalSettings(
+        interval_tokens=parse_token_count("eval.interval_tokens", evaluation.interval_tokens),
+        batches=_positive_int("eval.batches", evaluation.batches),
+        batch_size=_positive_int("eval.batch_size", evaluation.batch_size),
+    )
+    if checkpoint.interval_tokens is not None:
+        checkpoint = CheckpointSettings(
+            checkpoint.dir,
+            parse_token_count("checkpoint.interval_tokens", checkpoint.interval_tokens))
+    seed = raw.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise SeesawConfigError(f"run config: seed = {seed!r} must be an integer >= 0.")
+    output_dir = raw.get("output_dir", "results/run")
+    if not isinstance(output_dir, str) or not output_dir:
+        raise SeesawConfigError("run config: output_dir must be a non-empty path.")
+    from seesaw_ds.model.shapes import SHAPES
+
+    if model.shape not in SHAPES:
+        raise SeesawConfigError(
+            f"run config: model.shape = {model.shape!r} is unknown; choose one of "
+            f"{sorted(SHAPES)}.")
+    return RunConfig(model, data, evaluation, checkpoint, output_dir, seed, raw.get("name"))
+
+
+def load_run_config(path: str, overrides: Optional[Dict[str, Any]] = None) -> RunConfig:
+    """Load YAML (or JSON) from ``path``; ``overrides`` replace top-level keys."""
+    from seesaw_ds.config import load_config_file
+
+    raw = load_config_file(path) if path.endswith((".yaml", ".yml", ".json")) else None
+    if raw is None:
+        raise SeesawConfigError(f"run config {path} must end in .yaml, .yml or .json.")
+    raw = dict(raw)
+    raw.update({key: value for key, value in (overrides or {}).items() if value is not None})
+    return parse_run_config(raw)
