@@ -1,0 +1,138 @@
+"""Drives the critical-batch guard inside a DeepSpeed training loop.
+
+Measurements (every ``PROBE_EVERY`` optimizer steps):
+
+- small batch: before the window's first micro-batch, the gradient of one rank-local
+  micro-batch, taken with ``torch.autograd.grad`` on the unwrapped module (no ``.grad`` is
+  touched), squared norm averaged over ranks;
+- big batch: the step's global gradient norm (DeepSpeed's ``get_global_grad_norm()``, or
+  the all-reduced ``.grad`` of ZeRO stage 0 read just before ``engine.step()``).
+
+Both are all-reduced, so every rank feeds the guard the same numbers and takes the same
+decision. A hold rebuilds the plan with ``max_batch`` = the current batch and hands it to
+the engine hook (``engine.seesaw.replace_plan``); checkpoints keep the guard state in
+``<tag>/cbs_guard.json`` so a resume re-applies the cap before the plan check.
+
+Limitations:
+    ZeRO stage 3 (partitioned parameters) is not supported; the probe costs one extra
+    forward+backward of a micro-batch every ``PROBE_EVERY`` steps.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Callable, Optional
+
+from seesaw_ds.cbs.guard import CriticalBatchGuard, capped_plan
+from seesaw_ds.errors import SeesawConfigError
+
+__all__ = ["GuardDriver", "PROBE_EVERY"]
+
+PROBE_EVERY = 4
+GUARD_FILE = "cbs_guard.json"
+
+
+class GuardDriver:
+    def __init__(self, settings, engine: Any, log: Callable[[str], None]) -> None:
+        self.guard = CriticalBatchGuard(settings)
+        self.engine = engine
+        self.log = log
+        self.small_sq: Optional[float] = None
+        self.small_batch: Optional[int] = None
+        self.big_sq_before: Optional[float] = None
+        self.decisions = []
+
+    @classmethod
+    def maybe(cls, section, engine: Any, log) -> Optional["GuardDriver"]:
+        """A driver if ``seesaw.cbs_guard`` is enabled, after checking it can run."""
+        if not section.cbs_guard.enabled:
+            return None
+        if section.batch_schedule_name != "seesaw":
+            raise SeesawConfigError(
+                "seesaw.cbs_guard applies to batch_schedule 'seesaw' only: disable it or "
+                "switch the schedule.")
+        if int(engine.zero_optimization_stage()) >= 3:
+            raise SeesawConfigError(
+                "seesaw.cbs_guard needs ZeRO stage 0-2 (its probe reads full parameters): "
+                "lower zero_optimization.stage or disable the guard.")
+        return cls(section.cbs_guard, engine, log)
+
+    # ---- measurements ----------------------------------------------------------------------
+
+    def probe(self, batch) -> None:
+        """Small-batch gradient norm on this window's first micro-batch (every few steps)."""
+        import torch
+
+        from seesaw_ds.train import _all_mean
+
+        self.small_sq = None
+        if self.engine.seesaw.step % PROBE_EVERY:
+            return
+        module = self.engine.module
+        params = [p for p in module.parameters() if p.requires_grad]
+        loss = module(batch["tokens"], batch["labels"]).loss
+        grads = torch.autograd.grad(loss, params)
+        local = float(sum(g.detach().float().pow(2).sum() for g in grads))
+        self.small_sq = _all_mean([local])[0]
+        self.small_batch = int(batch["tokens"].shape[0])
+
+    def before_step(self) -> None:
+        """On ZeRO 0 the reduced gradients sit in ``.grad`` right before the step."""
+        self.big_sq_before = None
+        if self.small_sq is None or int(self.engine.zero_optimization_stage()) != 0:
+            return
+        grads = [p.grad for p in self.engine.module.parameters() if p.grad is not None]
+        if grads:
+            self.big_sq_before = float(sum(g.detach().float().pow(2).sum() for g in grads))
+
+    def after_step(self, setting, hook) -> None:
+        if self.small_sq is None:
+            return
+        norm = self.engine.get_global_grad_norm()
+        big_sq = float(norm) ** 2 if norm is not None else self.big_sq_before
+        if big_sq is None or setting.global_batch <= self.small_batch:
+            return
+        self.guard.observe(self.small_batch, self.small_sq, setting.global_batch, big_sq)
+        plan, decision = self.guard.apply(hook.plan, hook.consumed_tokens)
+        if plan is not hook.plan:
+            hook.replace_plan(plan)
+            self.decisions.append({"tokens": hook.consumed_tokens, "step": hook.step,
+                                   "hold_at": decision.hold_at, "reason": decision.reason})
+            self.log(f"[cbs_guard] holding the batch at {decision.hold_at} from "
+                     f"{hook.consumed_tokens:,} tokens: {decision.reason}")
+        elif decision.reason.startswith("warn") and not self.decisions:
+            self.decisions.append({"tokens": hook.consumed_tokens, "reason": decision.reason})
+            self.log(f"[cbs_guard] {decision.reason}")
+
+    # ---- persistence ---------------------------------------------------------------------
+
+    def save(self, checkpoint_dir: str) -> None:
+        from seesaw_ds.deepspeed_adapter import read_latest
+        from seesaw_ds.train import _rank, _write_json_atomic
+
+        tag = read_latest(checkpoint_dir)
+        if _rank() == 0 and tag is not None:
+            _write_json_atomic(os.path.join(checkpoint_dir, tag, GUARD_FILE),
+                               {"guard": self.guard.state_dict(), "decisions": self.decisions})
+
+    def restore(self, checkpoint_dir: str) -> None:
+        """Re-apply a saved hold before the engine's checkpoint (and plan check) loads."""
+        from seesaw_ds.deepspeed_adapter import read_latest
+
+        tag = read_latest(checkpoint_dir)
+        path = os.path.join(checkpoint_dir, tag, GUARD_FILE) if tag else None
+        if path is None or not os.path.isfile(path):
+            return
+        with open(path, encoding="utf-8") as handle:
+            saved = json.load(handle)
+        self.guard.load_state_dict(saved["guard"])
+        self.decisions = saved["decisions"]
+        if self.guard.held_at is not None:
+            hook = self.engine.seesaw
+            hook.replace_plan(capped_plan(hook.plan, self.guard.held_at))
+
+    def summary(self) -> dict:
+        estimate = self.guard.estimator.estimate()
+        return {"b_noise": estimate.b_noise, "measurements": estimate.samples,
+                "held_at": self.guard.held_at, "decisions": self.decisions}
