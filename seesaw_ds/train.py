@@ -58,10 +58,21 @@ def _validate(args: argparse.Namespace):
     run = load_run_config(args.run_config, {"output_dir": args.output_dir, "name": args.name})
     ds_config = load_config_file(args.deepspeed_config)
     world = int(os.environ.get("WORLD_SIZE", "1"))
+    _monitors_under(ds_config, run.output_dir)
     validated = prepare_config(ds_config, world)
     if args.max_steps is not None and args.max_steps < 1:
         raise SeesawConfigError(f"--max-steps = {args.max_steps} must be >= 1.")
     return run, ds_config, validated
+
+
+def _monitors_under(ds_config: dict, output_dir: str) -> None:
+    """Relative monitor paths (csv_monitor, tensorboard) go under the run's output_dir."""
+    for key in ("csv_monitor", "tensorboard"):
+        section = ds_config.get(key)
+        if isinstance(section, dict) and section.get("enabled"):
+            path = section.get("output_path") or ""
+            if not os.path.isabs(path):
+                section["output_path"] = os.path.join(output_dir, path or "monitor")
 
 
 # ---- distributed helpers --------------------------------------------------------------------
