@@ -1,0 +1,259 @@
+"""The engine hook: makes a live DeepSpeed engine follow the plan's batch, exactly.
+
+DeepSpeed decides the accumulation boundary as ``(micro_steps + 1) % GAS == 0`` over the
+whole run, so changing GAS at a micro-step count that is not a multiple of the new GAS gives
+one short window (and wrong weights). The hook owns the boundary instead:
+
+* it counts micro-batches in the current window (``micro_in_window``) and, before every
+  micro-batch, tells the engine whether that micro-batch closes the window
+  (``engine.set_gradient_accumulation_boundary``: DeepSpeed's documented manual override,
+  honoured by ZeRO 0-3 in ``backward`` and ``step``);
+* right after the ``engine.step()`` that closed a window (where DeepSpeed has already called
+  the scheduler, which advanced the token clock), it writes the next step's global batch,
+  GAS and micro-batch into the engine (``set_train_micro_batch_size`` /
+  ``set_train_batch_size``: plain integers; nothing is rebuilt).
+
+So the window of optimizer step ``k`` is exactly ``plan.at_tokens(T_k).grad_accum``
+micro-batches, its loss is scaled by that GAS, ``global_samples`` grows by its batch, and
+the LR it uses is read from the same lookup.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, Dict, Optional
+
+from seesaw_ds.deepspeed_adapter.logging_ import SeesawStepLogger, StepRecord
+from seesaw_ds.deepspeed_adapter.scheduler import SeesawLRScheduler
+from seesaw_ds.deepspeed_adapter.state import SeesawState
+from seesaw_ds.errors import SeesawConfigError
+from seesaw_ds.schedules import Plan, StepSetting
+
+__all__ = ["SeesawEngineHook"]
+
+
+class SeesawEngineHook:
+    """Attached to a DeepSpeed engine as ``engine.seesaw``; wraps ``engine.step``.
+
+    Args:
+        engine: a ``DeepSpeedEngine`` built with ``scheduler`` as its ``lr_scheduler``.
+        state: the shared token clock.
+        scheduler: the engine's :class:`SeesawLRScheduler`.
+        dp_rank: this rank's data-parallel index (for :meth:`make_loader`).
+        data_seed: seed of the global sample order (``seesaw.data_seed``).
+        logger: per-step logging (default: monitor + stdout every ``steps_per_print``).
+
+    Use exactly one ``engine.step()`` after every ``engine.backward()``, as with plain
+    DeepSpeed. ``engine.save_checkpoint`` / ``engine.load_checkpoint`` keep their DeepSpeed
+    signatures and become :func:`save_checkpoint` / :func:`load_checkpoint` (clock, batch,
+    data position included; ``latest`` written atomically). Read ``engine.seesaw.setting``
+    (next step's LR and batch), ``consumed_tokens``, ``consumed_samples``, ``step``,
+    ``at_boundary`` and ``finished``.
+
+    Limitations:
+        Data parallelism with ZeRO 0-3 only (no pipeline engine). ``step``,
+        ``save_checkpoint`` and ``load_checkpoint`` are instance attributes while attached;
+        :meth:`detach` restores DeepSpeed's.
+    """
+
+    def __init__(
+        self,
+        engine: Any,
+        state: SeesawState,
+        scheduler: SeesawLRScheduler,
+        dp_rank: int = 0,
+        data_seed: int = 1234,
+        logger: Optional[SeesawStepLogger] = None,
+    ) -> None:
+        dp_size = int(getattr(engine, "dp_world_size", state.plan.dp_size))
+        if dp_size != state.plan.dp_size:
+            raise SeesawConfigError(
+                f"the engine has data-parallel size {dp_size} but the plan was built for "
+                f"{state.plan.dp_size}: check WORLD_SIZE and model/pipeline parallel settings."
+            )
+        if getattr(engine, "lr_scheduler", scheduler) is not scheduler:
+            raise SeesawConfigError(
+                "the engine's lr_scheduler is not the Seesaw scheduler: build the engine with "
+                "seesaw_ds.initialize (or pass SeesawLRScheduler.factory(state) as lr_scheduler)."
+            )
+        self.engine = engine
+        self.state = state
+        self.scheduler = scheduler
+        self.dp_rank = int(dp_rank)
+        self.data_seed = int(data_seed)
+        self.logger = logger or SeesawStepLogger(engine, _steps_per_print(engine))
+        self.loader = None
+        self.checkpoint_sidecars: Dict[str, Callable[[], Any]] = {}  # see save_checkpoint
+        self.micro_in_window = 0
+        self.hook_seconds = 0.0  # wall time spent in this hook outside DeepSpeed's step
+        self.hook_cpu_seconds = 0.0  # the same as this thread's CPU time
+        self._deepspeed_step: Callable = engine.step
+        engine.step = self._step
+        engine.save_checkpoint = self._save_checkpoint
+        engine.load_checkpoint = self._load_checkpoint
+        self.sync()
+
+    # ---- what the training loop reads ----------------------------------------------------
+
+    @property
+    def plan(self) -> Plan:
+        return self.state.plan
+
+    @property
+    def setting(self) -> StepSetting:
+        """LR, global batch, micro-batch, GAS of the optimizer step in progress/next."""
+        return self.state.setting
+
+    @property
+    def consumed_samples(self) -> int:
+        return self.state.consumed_samples
+
+    @property
+    def consumed_tokens(self) -> int:
+        return self.state.consumed_tokens
+
+    @property
+    def step(self) -> int:
+        """Optimizer steps finished."""
+        return self.state.step
+
+    @property
+    def finished(self) -> bool:
+        return self.state.finished
+
+    @property
+    def at_boundary(self) -> bool:
+        """True between optimizer steps (no micro-batch of the next window consumed yet)."""
+        return self.micro_in_window == 0
+
+    # ---- the hook -------------------------------------------------------------------------
+
+    def _step(self, lr_kwargs: Optional[dict] = None) -> None:
+        setting = self.state.setting
+        closes_window = self.micro_in_window + 1 >= setting.grad_accum
+        steps_before = self.state.step
+        self._deepspeed_step(lr_kwargs)
+        started, started_cpu = time.perf_counter(), time.thread_time()
+        if closes_window:
+            if self.state.step == steps_before:
+                # DeepSpeed skipped the scheduler (fp16 overflow): the data is consumed anyway.
+                self.scheduler.step()
+            self.micro_in_window = 0
+            self.logger.log(StepRecord(
+                self.state.step, setting, self.state.consumed_samples, self.state.consumed_tokens
+            ))
+            self.apply_setting()
+        else:
+            self.micro_in_window += 1
+        self._arm_boundary()
+        self.hook_seconds += time.perf_counter() - started
+        self.hook_cpu_seconds += time.thread_time() - started_cpu
+
+    def apply_setting(self) -> None:
+        """Write the next step's micro-batch, global batch and GAS into the engine."""
+        setting, engine = self.state.setting, self.engine
+        if engine.train_micro_batch_size_per_gpu() != setting.micro_batch:
+            engine.set_train_micro_batch_size(setting.micro_batch)
+        if (
+            engine.train_batch_size() != setting.global_batch
+            or engine.gradient_accumulation_steps() != setting.grad_accum
+        ):
+            engine.set_train_batch_size(setting.global_batch)
+        optimizer = getattr(engine, "optimizer", None)
+        if isinstance(getattr(optimizer, "gradient_accumulation_steps", None), int):
+            optimizer.gradient_accumulation_steps = setting.grad_accum  # ZeRO 1/2 CPU offload
+        timer = getattr(engine, "tput_timer", None)
+        if timer is not None and hasattr(timer, "batch_size"):
+            timer.batch_size = setting.global_batch
+        if engine.gradient_accumulation_steps() != setting.grad_accum:  # pragma: no cover
+            raise RuntimeError(
+                f"engine GAS {engine.gradient_accumulation_steps()} != planned "
+                f"{setting.grad_accum}"
+            )
+
+    def _arm_boundary(self) -> None:
+        closes = self.micro_in_window + 1 >= self.state.setting.grad_accum
+        self.engine.set_gradient_accumulation_boundary(closes)
+
+    def sync(self) -> None:
+        """Re-apply the clock to the engine (after construction or a checkpoint load)."""
+        self.micro_in_window = 0
+        self.scheduler.apply()
+        self.apply_setting()
+        self._arm_boundary()
+        if self.loader is not None:
+            self.loader.set_position(self.state.consumed_samples)
+
+    def replace_plan(self, plan: Plan) -> None:
+        """Continue on another plan from the current token count, between optimizer steps.
+
+        The next step takes its LR, batch, GAS and micro-batch from ``plan``; the attached
+        loader follows it. Used by the critical-batch guard to cap the batch. A resume must
+        replace the plan the same way before loading (the checkpoint's plan is checked).
+        """
+        if not self.at_boundary:
+            raise RuntimeError(
+                "replace_plan inside an accumulation window: call it right after the "
+                "engine.step() that finishes an optimizer step."
+            )
+        self.state.replace_plan(plan)
+        if self.loader is not None:
+            self.loader.plan = plan
+        self.sync()
+
+    def detach(self) -> None:
+        """Give ``step``, checkpointing and the accumulation boundary back to DeepSpeed."""
+        for name in ("step", "save_checkpoint", "load_checkpoint"):
+            self.engine.__dict__.pop(name, None)
+        self.engine.set_gradient_accumulation_boundary(None)
+
+    # ---- checkpoints: engine.save_checkpoint / load_checkpoint keep DeepSpeed's signature -----
+
+    def _save_checkpoint(
+        self, save_dir: str, tag: Optional[str] = None, client_state: Optional[dict] = None,
+        save_latest: bool = True, exclude_frozen_parameters: bool = False,
+    ) -> bool:
+        from seesaw_ds.deepspeed_adapter.checkpoint import save_checkpoint
+
+        save_checkpoint(self.engine, save_dir, tag, client_state, save_latest,
+                        exclude_frozen_parameters)
+        return True
+
+    def _load_checkpoint(self, load_dir: str, tag: Optional[str] = None, **kwargs: Any):
+        from seesaw_ds.deepspeed_adapter.checkpoint import load_checkpoint
+
+        return load_checkpoint(self.engine, load_dir, tag, **kwargs)
+
+    # ---- data ----------------------------------------------------------------------------
+
+    def make_loader(
+        self,
+        dataset: Any,
+        collate_fn: Optional[Callable] = None,
+        shuffle: bool = True,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+    ):
+        """A :class:`SeesawDataLoader` for ``dataset`` on this rank, tied to this clock.
+
+        The loader is attached: checkpoints save its position and loads restore it.
+        """
+        from seesaw_ds.deepspeed_adapter.sampler import SeesawDataLoader
+
+        self.loader = SeesawDataLoader(
+            dataset, self.plan, self.dp_rank, self.plan.dp_size, self.data_seed,
+            collate_fn=collate_fn, shuffle=shuffle, num_workers=num_workers,
+            pin_memory=pin_memory, state=self.state,
+        )
+        return self.loader
+
+    def __repr__(self) -> str:
+        return (
+            f"SeesawEngineHook(step={self.step}, consumed_tokens={self.consumed_tokens}, "
+            f"micro_in_window={self.micro_in_window}, setting={self.setting})"
+        )
+
+
+def _steps_per_print(engine: Any) -> Optional[int]:
+    getter = getattr(engine, "steps_per_print", None)
+    return getter() if callable(getter) else None

@@ -1,0 +1,219 @@
+"""``seesaw_ds.initialize``: ``deepspeed.initialize`` with a Seesaw plan behind it.
+
+Same arguments, same return value ``(engine, optimizer, training_dataloader,
+lr_scheduler)``. The config (dict, path, or ``args.deepspeed_config``) must hold a
+``seesaw`` section; it is validated completely before DeepSpeed builds anything. Then:
+
+* the LR scheduler is :class:`SeesawLRScheduler`, handed to DeepSpeed as a callable;
+* ``engine.seesaw`` is a :class:`SeesawEngineHook` that makes each optimizer step use the
+  plan's batch, GAS and micro-batch, exactly;
+* ``training_data`` (a map-style dataset) comes back as a :class:`SeesawDataLoader` in plan
+  order.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+from typing import Any, Callable, Dict, Optional, Tuple, Union
+
+from seesaw_ds.config import load_config_file
+from seesaw_ds.deepspeed_adapter.engine_hook import SeesawEngineHook
+from seesaw_ds.deepspeed_adapter.scheduler import SeesawLRScheduler
+from seesaw_ds.deepspeed_adapter.state import SeesawState
+from seesaw_ds.deepspeed_adapter.validation import ValidatedConfig, validate_ds_config
+from seesaw_ds.errors import SeesawConfigError
+
+__all__ = ["initialize", "prepare_config", "data_parallel_size"]
+
+_log = logging.getLogger(__name__)
+_DEFAULT_PORT = 29500
+
+
+def _config_source(args: Any, config: Any, config_params: Any) -> Union[str, Dict[str, Any]]:
+    if config is None and config_params is not None:
+        config = config_params
+    from_args = getattr(args, "deepspeed_config", None) or getattr(args, "deepscale_config", None)
+    if config is not None and from_args is not None:
+        raise SeesawConfigError(
+            "both config= and args.deepspeed_config are given: pass the config once."
+        )
+    config = config if config is not None else from_args
+    if config is None:
+        raise SeesawConfigError(
+            "no DeepSpeed config: pass config= (dict or path) or --deepspeed_config PATH."
+        )
+    return config
+
+
+def _args_without_config(args: Any) -> Any:
+    """A shallow copy of ``args`` whose config fields are None (we pass config= instead)."""
+    if args is None or not any(
+        getattr(args, name, None) is not None for name in ("deepspeed_config", "deepscale_config")
+    ):
+        return args
+    clean = copy.copy(args)
+    for name in ("deepspeed_config", "deepscale_config"):
+        if hasattr(clean, name):
+            setattr(clean, name, None)
+    return clean
+
+
+def data_parallel_size(mpu: Any = None) -> int:
+    """Data-parallel size of the job, before DeepSpeed is initialized if need be."""
+    if mpu is not None:
+        return int(mpu.get_data_parallel_world_size())
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size()
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def _device_name() -> str:
+    from deepspeed.accelerator import get_accelerator
+
+    return get_accelerator().device_name()
+
+
+def _client_peak_lr(optimizer: Any) -> Optional[float]:
+    groups = getattr(optimizer, "param_groups", None)
+    if groups:
+        return float(groups[0]["lr"])
+    return None
+
+
+def prepare_config(
+    config: Union[str, os.PathLike, Dict[str, Any]],
+    dp_size: int,
+    device: Optional[str] = None,
+    optimizer: Any = None,
+) -> ValidatedConfig:
+    """Load (if a path) and validate a config; what :func:`initialize` does first.
+
+    ``device`` defaults to DeepSpeed's accelerator ("cpu", "cuda", ...), which decides the
+    CPU-only checks (fp16, FusedAdam); pass it to avoid importing deepspeed.
+    """
+    if isinstance(config, (str, os.PathLike)):
+        config = load_config_file(config)
+    if device is None:
+        device = _device_name()
+    return validate_ds_config(
+        config, dp_size, device=device, peak_lr=_client_peak_lr(optimizer),
+        client_optimizer=optimizer is not None,
+    )
+
+
+def _check_model(model: Any) -> None:
+    if model is None:
+        raise SeesawConfigError("model is missing: seesaw_ds.initialize(model=..., ...).")
+    from deepspeed.pipe import PipelineModule
+
+    if isinstance(model, PipelineModule):
+        raise SeesawConfigError(
+            "model is a PipelineModule: Seesaw supports data parallelism (ZeRO 0-3) only."
+        )
+
+
+def _check_local_rank(args: Any) -> None:
+    local_rank = getattr(args, "local_rank", None)
+    env_rank = os.environ.get("LOCAL_RANK")
+    if isinstance(local_rank, int) and local_rank >= 0 and env_rank is not None:
+        if int(env_rank) != local_rank:
+            raise SeesawConfigError(
+                f"args.local_rank = {local_rank} but LOCAL_RANK = {env_rank}: default "
+                "--local_rank to int(os.environ['LOCAL_RANK']) (or -1) in your argument parser."
+            )
+
+
+def _data_parallel_rank(engine: Any, mpu: Any) -> int:
+    if mpu is not None:
+        return int(mpu.get_data_parallel_rank())
+    from deepspeed.utils import groups
+
+    return int(groups._get_data_parallel_rank())
+
+
+def initialize(
+    args: Any = None,
+    model: Any = None,
+    optimizer: Any = None,
+    model_parameters: Any = None,
+    training_data: Any = None,
+    lr_scheduler: Any = None,
+    distributed_port: int = _DEFAULT_PORT,
+    mpu: Any = None,
+    dist_init_required: Optional[bool] = None,
+    collate_fn: Optional[Callable] = None,
+    config: Any = None,
+    mesh_param: Any = None,
+    config_params: Any = None,
+    *,
+    shuffle: bool = True,
+    dataloader_num_workers: int = 0,
+) -> Tuple[Any, Any, Any, SeesawLRScheduler]:
+    """Drop-in for ``deepspeed.initialize`` that runs the config's Seesaw plan.
+
+    Arguments are those of ``deepspeed.initialize`` (0.19), plus keyword-only ``shuffle``
+    and ``dataloader_num_workers`` for the returned loader.
+
+    Returns:
+        ``(engine, optimizer, training_dataloader, lr_scheduler)``: the DeepSpeed engine
+        (with ``engine.seesaw``), its optimizer, a :class:`SeesawDataLoader` over
+        ``training_data`` (None without it) and the :class:`SeesawLRScheduler`.
+
+    Raises:
+        SeesawConfigError: before any engine is built, for any config mistake.
+
+    Note:
+        On CPU, an ``Adam``/``AdamW`` config optimizer without ``torch_adam`` uses torch's
+        implementation (logged), avoiding a ~2 minute FusedAdam compile.
+    Limitations:
+        ``lr_scheduler`` must be None (Seesaw owns the LR); no pipeline parallelism;
+        ``training_data`` must be map-style.
+    """
+    if lr_scheduler is not None:
+        raise SeesawConfigError(
+            "lr_scheduler= is set: Seesaw owns the LR schedule; remove the argument and put "
+            "warmup/decay into seesaw.lr_schedule."
+        )
+    _check_model(model)
+    _check_local_rank(args)
+    source = _config_source(args, config, config_params)
+    dp_size = data_parallel_size(mpu)
+    device = _device_name()
+    validated = prepare_config(source, dp_size, device=device, optimizer=optimizer)
+    rank = int(os.environ.get("RANK", "0"))
+    for note in validated.notes:
+        if rank == 0:
+            _log.warning("seesaw: %s", note)
+    state = SeesawState(validated.plan)
+
+    import deepspeed
+
+    engine, built_optimizer, _, scheduler = deepspeed.initialize(
+        args=_args_without_config(args),
+        model=model,
+        optimizer=optimizer,
+        model_parameters=model_parameters,
+        training_data=None,
+        lr_scheduler=SeesawLRScheduler.factory(state),
+        distributed_port=distributed_port,
+        mpu=mpu,
+        dist_init_required=dist_init_required,
+        config=validated.ds_config,
+        mesh_param=mesh_param,
+    )
+    hook = SeesawEngineHook(
+        engine, state, scheduler, dp_rank=_data_parallel_rank(engine, mpu),
+        data_seed=validated.section.data_seed,
+    )
+    engine.seesaw = hook
+    loader = None
+    if training_data is not None:
+        loader = hook.make_loader(
+            training_data, collate_fn=collate_fn, shuffle=shuffle,
+            num_workers=dataloader_num_workers,
+        )
+    return engine, built_optimizer, loader, scheduler

@@ -1,0 +1,135 @@
+"""Config validation before any engine is built: one SeesawConfigError naming the field."""
+
+import copy
+
+import pytest
+
+from dsa_common import tiny_config
+from seesaw_ds.deepspeed_adapter import validate_ds_config
+from seesaw_ds.errors import SeesawConfigError
+
+
+def _raises(config, match, dp=2, device="cpu", **kwargs):
+    with pytest.raises(SeesawConfigError, match=match):
+        validate_ds_config(config, dp, device=device, **kwargs)
+
+
+def test_valid_config_is_stripped_and_laid_out():
+    config = tiny_config()
+    out = validate_ds_config(config, 2)
+    assert "seesaw" not in out.ds_config and "seesaw" in config  # input untouched
+    assert out.ds_config["train_batch_size"] == 8
+    assert out.ds_config["train_micro_batch_size_per_gpu"] == 2
+    assert out.ds_config["gradient_accumulation_steps"] == 2
+    assert out.plan.dp_size == 2 and out.plan.optimizer_steps == 69
+
+
+def test_seesaw_and_scheduler_sections_together():
+    config = tiny_config()
+    config["scheduler"] = {"type": "WarmupLR", "params": {}}
+    _raises(config, r"\"scheduler\"")
+
+
+def test_missing_total_tokens_and_seq_length():
+    for key in ("total_tokens", "seq_length"):
+        config = tiny_config()
+        del config["seesaw"][key]
+        _raises(config, f"seesaw.{key} is missing")
+
+
+def test_unknown_seesaw_key_suggests_the_right_one():
+    config = tiny_config()
+    config["seesaw"]["batch_grwth"] = 2.0
+    _raises(config, r"seesaw.batch_grwth .*Did you mean 'batch_growth'")
+
+
+def test_train_batch_size_inconsistent_with_micro_gas_world():
+    config = tiny_config()
+    config["gradient_accumulation_steps"] = 3
+    _raises(config, r"train_batch_size = 8 != .* 2 x 3 x 2")
+
+
+def test_planned_batch_not_a_multiple_of_micro_times_dp():
+    config = tiny_config(batch_schedule="step", batch_steps=[[1000, 6]])
+    _raises(config, r"seesaw.batch_steps\[0\] batch = 6 is not a positive multiple of 4")
+    config = tiny_config()
+    config["train_batch_size"] = 10
+    _raises(config, r"train_batch_size = 10 is not divisible")
+
+
+def test_fp16_on_cpu_names_the_field_and_suggests_bf16():
+    config = tiny_config()
+    config["fp16"] = {"enabled": True}
+    _raises(config, r"fp16.enabled .*bf16")
+    validate_ds_config(config, 2, device="cuda")  # fine on a GPU
+
+
+def test_adam_on_cpu_falls_back_to_torch_adam_with_a_note():
+    config = tiny_config(optimizer="adamw")
+    del config["optimizer"]["params"]["torch_adam"]
+    out = validate_ds_config(config, 2)
+    assert out.ds_config["optimizer"]["params"]["torch_adam"] is True
+    assert "torch_adam" not in config["optimizer"]["params"]
+    assert any("FusedAdam" in note for note in out.notes)
+    on_gpu = validate_ds_config(config, 2, device="cuda")
+    assert "torch_adam" not in on_gpu.ds_config["optimizer"]["params"]
+    explicit = copy.deepcopy(config)
+    explicit["optimizer"]["params"]["torch_adam"] = False
+    kept = validate_ds_config(explicit, 2)
+    assert kept.ds_config["optimizer"]["params"]["torch_adam"] is False
+    assert any("compiles" in note for note in kept.notes)
+
+
+def test_untested_zero_optimizer_is_refused_early():
+    config = tiny_config(stage=2)
+    del config["zero_allow_untested_optimizer"]
+    _raises(config, r"zero_allow_untested_optimizer")
+    validate_ds_config(config, 2, client_optimizer=True)  # not DeepSpeed's to build
+
+
+def test_unmanaged_accumulation_and_elasticity_are_refused():
+    config = tiny_config()
+    config["managed_gradient_accumulation"] = False
+    _raises(config, r"managed_gradient_accumulation")
+    config = tiny_config()
+    config["elasticity"] = {"enabled": True}
+    _raises(config, r"elasticity.enabled")
+
+
+def test_every_batch_schedule_validates_from_the_config_alone():
+    schedules = {
+        "seesaw": {},
+        "constant": {"batch_schedule": "constant"},
+        "linear_ramp": {"batch_schedule": "linear_ramp", "final_batch": 32,
+                        "batch_increment": 8, "ramp_tokens": 1500},
+        "step": {"batch_schedule": "step", "batch_steps": [[1000, 16], [2000, 32]]},
+        "late_switch": {"batch_schedule": "late_switch", "switch_batch": 32},
+    }
+    for name, section in schedules.items():
+        out = validate_ds_config(tiny_config(**section), 2)
+        assert out.plan.batch_schedule.type_name == name
+        assert all(p.global_batch % 4 == 0 for p in out.plan.phases)
+
+
+def test_initialize_refuses_before_building_an_engine(monkeypatch):
+    import deepspeed
+
+    import seesaw_ds
+
+    def boom(*args, **kwargs):  # pragma: no cover - must not be reached
+        raise AssertionError("deepspeed.initialize was called")
+
+    monkeypatch.setattr(deepspeed, "initialize", boom)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    from dsa_common import make_model
+
+    config = tiny_config()
+    config["fp16"] = {"enabled": True}
+    with pytest.raises(SeesawConfigError, match="fp16.enabled"):
+        seesaw_ds.initialize(model=make_model(), config=config)
+    with pytest.raises(SeesawConfigError, match="lr_scheduler"):
+        seesaw_ds.initialize(model=make_model(), config=tiny_config(), lr_scheduler=object())
+    with pytest.raises(SeesawConfigError, match="no \"seesaw\" section"):
+        plain = tiny_config()
+        del plain["seesaw"]
+        seesaw_ds.initialize(model=make_model(), config=plain)
