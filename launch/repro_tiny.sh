@@ -6,6 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export DS_ACCELERATOR="${DS_ACCELERATOR:-cpu}"
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 NPROC="${NPROC:-2}"
 OUT="${OUT:-results/repro_tiny}"
 SCHEDULES="${SCHEDULES:-cosine seesaw constant}"
@@ -18,7 +19,7 @@ seesaw-ds prepare --out results/data/stdlib --vocab-size 2048
 run_dirs=()
 for schedule in $SCHEDULES; do
   echo "== ${schedule}: $(seesaw-ds plan "ds_configs/tiny_${schedule}.json" --dp-size "$NPROC" | tail -1)"
-  deepspeed --num_gpus "$NPROC" --module seesaw_ds.train --run-config "$RUN_CONFIG" \
+  deepspeed --num_gpus "$NPROC" --master_port "${MASTER_PORT:-29531}" --module seesaw_ds.train --run-config "$RUN_CONFIG" \
     --deepspeed_config "ds_configs/tiny_${schedule}.json" --output-dir "$OUT/$schedule" \
     --name "$schedule"
   run_dirs+=("$OUT/$schedule")

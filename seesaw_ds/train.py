@@ -262,8 +262,6 @@ def _run(args, run, ds_config, validated) -> int:
     def save(tag=None):
         client = {"train_state": dict(state), "curve": recorder.curve}
         engine.save_checkpoint(checkpoint_dir, tag=tag, client_state=client)
-        if guard is not None:
-            guard.save(checkpoint_dir)
 
     if hook.consumed_tokens >= state["next_eval"]:
         evaluate_and_record()

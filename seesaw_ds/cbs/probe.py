@@ -42,6 +42,8 @@ class GuardDriver:
         self.small_batch: Optional[int] = None
         self.big_sq_before: Optional[float] = None
         self.decisions = []
+        # Written into every checkpoint tag before ``latest`` moves (see save_checkpoint).
+        engine.seesaw.checkpoint_sidecars[GUARD_FILE] = self.state_dict
 
     @classmethod
     def maybe(cls, section, engine: Any, log) -> Optional["GuardDriver"]:
@@ -107,14 +109,8 @@ class GuardDriver:
 
     # ---- persistence ---------------------------------------------------------------------
 
-    def save(self, checkpoint_dir: str) -> None:
-        from seesaw_ds.deepspeed_adapter import read_latest
-        from seesaw_ds.train import _rank, _write_json_atomic
-
-        tag = read_latest(checkpoint_dir)
-        if _rank() == 0 and tag is not None:
-            _write_json_atomic(os.path.join(checkpoint_dir, tag, GUARD_FILE),
-                               {"guard": self.guard.state_dict(), "decisions": self.decisions})
+    def state_dict(self) -> dict:
+        return {"guard": self.guard.state_dict(), "decisions": self.decisions}
 
     def restore(self, checkpoint_dir: str) -> None:
         """Re-apply a saved hold before the engine's checkpoint (and plan check) loads."""
