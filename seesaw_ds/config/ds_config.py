@@ -122,8 +122,8 @@ def peak_lr_of(config: Mapping[str, Any], fallback: Optional[float] = None) -> f
     """The optimizer section's ``lr`` (the Seesaw peak LR)."""
     optimizer = config.get("optimizer")
     lr = None
-    if isinstance(optimizer, Mapping):
-        lr = (optimizer.get("params") or {}).get("lr")
+    if isinstance(optimizer, Mapping) and isinstance(optimizer.get("params"), Mapping):
+        lr = optimizer["params"].get("lr")
     if lr is None:
         lr = fallback
     if lr is None:

@@ -36,6 +36,7 @@ __all__ = [
 ]
 
 _MAX_MILESTONES = 10_000
+_LEVEL_SLACK = 1e-12
 _LR_SCALINGS = ("none", "sqrt")
 
 
@@ -135,6 +136,8 @@ class SeesawBatch(BatchSchedule):
     @property
     def decay_per_milestone(self) -> float:
         """Base-LR fall between milestones: ``lr_cut * sqrt(batch_growth)``."""
+        if self.lr_cut is None:
+            return float(self.batch_growth)  # sqrt(g) * sqrt(g), without the rounding
         return self.effective_lr_cut * math.sqrt(self.batch_growth)
 
     def largest_batch(self, initial_batch: int) -> Optional[int]:
@@ -144,7 +147,10 @@ class SeesawBatch(BatchSchedule):
         """Token counts where the base factor first falls to ``decay_per_milestone**-k``."""
         points: List[float] = []
         for k in range(1, _MAX_MILESTONES + 1):
-            tokens = base.first_tokens_at_or_below(self.decay_per_milestone ** (-k))
+            # A relative slack so that a base landing exactly on a level (a step decay by
+            # 1/2 under batch_growth 2) is not missed by a last-bit rounding of the level.
+            level = self.decay_per_milestone ** (-k) * (1.0 + _LEVEL_SLACK)
+            tokens = base.first_tokens_at_or_below(level)
             if tokens is None or tokens >= base.total_tokens:
                 break
             points.append(tokens)
@@ -170,6 +176,8 @@ class SeesawBatch(BatchSchedule):
             ideal_batch = initial_batch * self.batch_growth**k
             if self.max_batch is not None and ideal_batch > self.max_batch * (1 + 1e-9):
                 multiplier = math.sqrt(self.max_batch / initial_batch)
+                if phases and phases[-1].start_tokens == start:
+                    phases.pop()  # coincident milestones: the cap replaces them
                 phases.append(Phase(start, total, self.max_batch, multiplier, True))
                 break
             candidate = max(batch, round_to_multiple(ideal_batch, batch_multiple))
@@ -296,7 +304,7 @@ class StepBatch(BatchSchedule):
         previous = 0.0
         for index, (start, batch) in enumerate(self.batch_steps):
             _check_multiple(f"seesaw.batch_steps[{index}] batch", batch, batch_multiple)
-            if start < previous or start >= base.total_tokens:
+            if start < previous or (index and start == previous) or start >= base.total_tokens:
                 raise SeesawConfigError(
                     f"seesaw.batch_steps[{index}] starts at {start:g} tokens: starts must "
                     f"increase and lie below total_tokens ({base.total_tokens:g})."

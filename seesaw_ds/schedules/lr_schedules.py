@@ -111,6 +111,8 @@ class LRSchedule:
             return low
         while high - low > _BISECTION_TOLERANCE_TOKENS:
             middle = 0.5 * (low + high)
+            if not low < middle < high:
+                break  # adjacent floats: no tighter bracket exists (huge token counts)
             if self._decay(middle) <= level:
                 high = middle
             else:
