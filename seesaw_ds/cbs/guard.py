@@ -59,17 +59,16 @@ class CriticalBatchGuard:
                 big_sq_norm: float) -> NoiseScaleEstimate:
         return self.estimator.update(small_batch, small_sq_norm, big_batch, big_sq_norm)
 
-    def decide(self, plan: Plan, tokens: float) -> GuardDecision:
-        """Whether the growth after ``tokens`` may go ahead."""
+    def decide(self, plan: Plan, tokens: float, last_batch: int) -> GuardDecision:
+        """May the step starting at ``tokens`` use the plan's batch, after a step of
+        ``last_batch``? Only a growth is judged, with the estimate of that moment: the noise
+        scale rises as the loss falls, so an early estimate says little about a late batch."""
         estimate = self.estimator.estimate()
-        current = plan.at_tokens(tokens)
-        upcoming = [p.global_batch for p in plan.phases[current.phase_index + 1:]
-                    if p.global_batch > current.global_batch]
-        next_batch = upcoming[0] if upcoming else None
+        next_batch = plan.at_tokens(tokens).global_batch
         if self.held_at is not None:
             return GuardDecision(self.held_at, next_batch, estimate.b_noise, "already held")
-        if next_batch is None:
-            return GuardDecision(None, None, estimate.b_noise, "no growth left in the plan")
+        if next_batch <= last_batch:
+            return GuardDecision(None, next_batch, estimate.b_noise, "no growth at this step")
         if estimate.samples < self.settings.min_samples or estimate.b_noise is None:
             return GuardDecision(None, next_batch, estimate.b_noise, "estimate not ready")
         limit = self.settings.safety_factor * estimate.b_noise
@@ -79,12 +78,12 @@ class CriticalBatchGuard:
                   f"= {limit:.1f}")
         if self.settings.action == "warn":
             return GuardDecision(None, next_batch, limit, "warn: " + reason)
-        self.held_at = current.global_batch
-        return GuardDecision(current.global_batch, next_batch, limit, reason)
+        self.held_at = last_batch
+        return GuardDecision(last_batch, next_batch, limit, reason)
 
-    def apply(self, plan: Plan, tokens: float) -> tuple[Plan, GuardDecision]:
-        """Decide and return the plan to follow from here (capped if held)."""
-        decision = self.decide(plan, tokens)
+    def apply(self, plan: Plan, tokens: float, last_batch: int) -> tuple[Plan, GuardDecision]:
+        """Decide and return the plan to follow from ``tokens`` on (capped if held)."""
+        decision = self.decide(plan, tokens, last_batch)
         if decision.hold_at is not None and decision.reason != "already held":
             plan = capped_plan(plan, decision.hold_at)
         return plan, decision

@@ -96,7 +96,8 @@ class GuardDriver:
         if big_sq is None or setting.global_batch <= self.small_batch:
             return
         self.guard.observe(self.small_batch, self.small_sq, setting.global_batch, big_sq)
-        plan, decision = self.guard.apply(hook.plan, hook.consumed_tokens)
+        plan, decision = self.guard.apply(hook.plan, hook.consumed_tokens,
+                                          setting.global_batch)
         if plan is not hook.plan:
             hook.replace_plan(plan)
             self.decisions.append({"tokens": hook.consumed_tokens, "step": hook.step,

@@ -62,25 +62,30 @@ def test_guard_lets_growth_through_below_the_critical_batch():
     plan = _plan()
     guard = CriticalBatchGuard(CBSGuardSettings(enabled=True, ema_decay=0.5, min_samples=3))
     _feed(guard, b_noise=1000.0)
-    new_plan, decision = guard.apply(plan, tokens=1.0e6)
+    tokens = plan.phases[2].start_tokens  # the growth 32 -> 64 is due
+    new_plan, decision = guard.apply(plan, tokens, last_batch=32)
     assert decision.hold_at is None and decision.next_batch == 64
+    assert decision.reason == "below the critical batch"
     assert new_plan is plan
 
 
 def test_guard_waits_for_enough_measurements():
     guard = CriticalBatchGuard(CBSGuardSettings(enabled=True, min_samples=5))
     _feed(guard, b_noise=10.0, times=4)
-    assert guard.decide(_plan(), 1.0e6).reason == "estimate not ready"
+    plan = _plan()
+    assert guard.decide(plan, plan.phases[2].start_tokens, 32).reason == "estimate not ready"
+    assert guard.decide(plan, 1.0e6, 32).reason == "no growth at this step"
 
 
 def test_guard_holds_the_batch_past_the_critical_batch_and_moves_decay_into_lr():
     plan = _plan()
-    tokens = plan.phases[2].start_tokens + 1  # inside the batch-64 phase
-    assert plan.at_tokens(tokens).global_batch == 64
+    tokens = plan.phases[3].start_tokens  # the growth 64 -> 128 is due
+    assert plan.at_tokens(tokens).global_batch == 128
     guard = CriticalBatchGuard(CBSGuardSettings(enabled=True, ema_decay=0.5, min_samples=3,
                                                 safety_factor=1.0))
-    _feed(guard, b_noise=100.0)  # next planned batch 128 > 100: hold at 64
-    held, decision = guard.apply(plan, tokens)
+    _feed(guard, b_noise=100.0)  # a step of 64 done, next planned batch 128 > 100: hold
+    assert guard.decide(plan, plan.phases[2].start_tokens, 32).reason == "below the critical batch"
+    held, decision = guard.apply(plan, tokens, last_batch=64)
     assert decision.hold_at == 64 and decision.next_batch == 128
     assert max(p.global_batch for p in held.phases) == 64
     assert held.at_tokens(tokens).global_batch == 64
@@ -95,7 +100,7 @@ def test_guard_holds_the_batch_past_the_critical_batch_and_moves_decay_into_lr()
         assert setting.lr / math.sqrt(64) == pytest.approx(
             1e-3 * plan.base.factor(later) / math.sqrt(32), rel=1e-12)
     assert held.optimizer_steps > plan.optimizer_steps
-    again, second = guard.apply(held, tokens + 1e5)
+    again, second = guard.apply(held, tokens + 1e5, last_batch=64)
     assert second.reason == "already held" and again is held
 
 
@@ -104,7 +109,7 @@ def test_guard_in_warn_mode_reports_without_capping():
     guard = CriticalBatchGuard(CBSGuardSettings(enabled=True, ema_decay=0.5, min_samples=1,
                                                 action="warn"))
     _feed(guard, b_noise=50.0)
-    new_plan, decision = guard.apply(plan, plan.phases[2].start_tokens)
+    new_plan, decision = guard.apply(plan, plan.phases[2].start_tokens, last_batch=32)
     assert decision.hold_at is None and decision.reason.startswith("warn")
     assert new_plan is plan
 
@@ -112,7 +117,7 @@ def test_guard_in_warn_mode_reports_without_capping():
 def test_guard_state_round_trips():
     guard = CriticalBatchGuard(CBSGuardSettings(enabled=True, ema_decay=0.5, min_samples=1))
     _feed(guard, b_noise=100.0)
-    guard.apply(_plan(), _plan().phases[2].start_tokens + 1)
+    guard.apply(_plan(), _plan().phases[3].start_tokens, last_batch=64)
     restored = CriticalBatchGuard(CBSGuardSettings(enabled=True, ema_decay=0.5, min_samples=1))
     restored.load_state_dict(guard.state_dict())
     assert restored.held_at == 64
