@@ -66,13 +66,13 @@ def _validate(args: argparse.Namespace):
 
 
 def _monitors_under(ds_config: dict, output_dir: str) -> None:
-    """Relative monitor paths (csv_monitor, tensorboard) go under the run's output_dir."""
+    """Relative monitor paths (csv_monitor, tensorboard) become ``<output_dir>/monitor``."""
     for key in ("csv_monitor", "tensorboard"):
         section = ds_config.get(key)
         if isinstance(section, dict) and section.get("enabled"):
             path = section.get("output_path") or ""
             if not os.path.isabs(path):
-                section["output_path"] = os.path.join(output_dir, path or "monitor")
+                section["output_path"] = os.path.join(output_dir, "monitor")
 
 
 # ---- distributed helpers --------------------------------------------------------------------
