@@ -11,6 +11,7 @@ import json
 import os
 from typing import Optional, Sequence
 
+from seesaw_ds.atomic_files import write_json_atomic  # re-exported for prepare
 from seesaw_ds.data.corpus import SourceFile
 
 __all__ = ["MANIFEST_NAME", "FORMAT_VERSION", "fingerprint", "write_json_atomic",
@@ -36,14 +37,6 @@ def fingerprint(files: Sequence[SourceFile]) -> dict:
         "first": files[0].path if files else None,
         "last": files[-1].path if files else None,
     }
-
-
-def write_json_atomic(path: str, data: dict) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=2, sort_keys=True)
-        handle.write("\n")
-    os.replace(tmp, path)
 
 
 def read_manifest(out_dir: str) -> Optional[dict]:

@@ -19,6 +19,7 @@ import logging
 import os
 from typing import Any, Dict, Optional, Tuple
 
+from seesaw_ds.atomic_files import fsync_path, write_text_atomic
 from seesaw_ds.deepspeed_adapter.state import SeesawState
 from seesaw_ds.errors import SeesawConfigError
 
@@ -50,35 +51,12 @@ def _barrier() -> None:
         dist.barrier()
 
 
-def _fsync_path(path: str) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _write_atomically(path: str, text: str) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    _fsync_path(os.path.dirname(os.path.abspath(path)))
-
-
 def write_latest_atomically(save_dir: str, tag: str) -> None:
     """Point ``save_dir/latest`` at ``tag``: temp file, fsync, ``os.replace``, fsync dir.
 
     A reader sees the old tag or the new one, never a partial file.
     """
-    _write_atomically(os.path.join(save_dir, LATEST_NAME), str(tag))
+    write_text_atomic(os.path.join(save_dir, LATEST_NAME), str(tag))
 
 
 def read_latest(load_dir: str, name: str = LATEST_NAME) -> Optional[str]:
@@ -94,8 +72,8 @@ def read_latest(load_dir: str, name: str = LATEST_NAME) -> Optional[str]:
 def _fsync_tree(directory: str) -> None:
     for root, _, files in os.walk(directory):
         for name in files:
-            _fsync_path(os.path.join(root, name))
-        _fsync_path(root)
+            fsync_path(os.path.join(root, name))
+        fsync_path(root)
 
 
 def save_checkpoint(
@@ -155,9 +133,9 @@ def save_checkpoint(
     # DeepSpeed's save ends with a barrier: every rank has written its files of this tag.
     if int(engine.global_rank) == 0:
         tag_dir = os.path.join(save_dir, tag)
-        _write_atomically(os.path.join(tag_dir, SIDECAR_NAME), json.dumps(payload, indent=1))
+        write_text_atomic(os.path.join(tag_dir, SIDECAR_NAME), json.dumps(payload, indent=1))
         for name, produce in dict(getattr(hook, "checkpoint_sidecars", {}) or {}).items():
-            _write_atomically(os.path.join(tag_dir, name), json.dumps(produce(), indent=1))
+            write_text_atomic(os.path.join(tag_dir, name), json.dumps(produce(), indent=1))
         _fsync_tree(tag_dir)
         if save_latest and not decoupled:
             write_latest_atomically(save_dir, tag)
