@@ -10,7 +10,7 @@ export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 NPROC="${NPROC:-2}"
 OUT="${OUT:-results/repro_tiny}"
 SCHEDULES="${SCHEDULES:-cosine seesaw constant}"
-RUN_CONFIG="launch/runs/tiny.yaml"
+RUN_CONFIG="launch/run_configs/tiny.yaml"
 
 for schedule in $SCHEDULES; do
   [ -f "ds_configs/tiny_${schedule}.json" ] || { echo "repro_tiny: no ds_configs/tiny_${schedule}.json" >&2; exit 2; }

@@ -2,7 +2,7 @@
 # One paper run on one node with the DeepSpeed launcher:
 #   C4_JSONL=/data/c4 T5_SPM=/models/t5/spiece.model \
 #       launch/single_node.sh 150m 256 seesaw [--resume]
-# uses ds_configs/150m_b256_seesaw.json and launch/runs/paper_150m.yaml (resolved into
+# uses ds_configs/150m_b256_seesaw.json and launch/run_configs/paper_150m.yaml (resolved into
 # results/paper/150m_b256_seesaw/launch/run_config.yaml) and writes results/paper/150m_b256_seesaw/.
 # Arguments after the three go to seesaw_ds.train. Env: NGPUS (8), MASTER_PORT (29500),
 # SEESAW_DATA (prepare: tokenize once here, before any rank starts), see launch/README.md.

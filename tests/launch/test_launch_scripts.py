@@ -20,8 +20,8 @@ from seesaw_ds.run_config import parse_run_config
 REPO = Path(__file__).resolve().parents[2]
 LAUNCH = REPO / "launch"
 SCRIPTS = sorted(glob.glob(str(LAUNCH / "*.sh")) + glob.glob(str(LAUNCH / "*.sbatch")))
-TEMPLATES = sorted(glob.glob(str(LAUNCH / "runs" / "*.yaml")))
-PAPER_150M = str(LAUNCH / "runs" / "paper_150m.yaml")
+TEMPLATES = sorted(glob.glob(str(LAUNCH / "run_configs" / "*.yaml")))
+PAPER_150M = str(LAUNCH / "run_configs" / "paper_150m.yaml")
 DS_CONFIGS = sorted(glob.glob(str(REPO / "ds_configs" / "*.json")))
 
 _spec = importlib.util.spec_from_file_location("resolve_run_config",
@@ -100,7 +100,7 @@ def test_run_configs_resolve_and_parse(template, env):
 
 @pytest.mark.parametrize("shape", ["150m", "300m", "600m"])
 def test_paper_run_configs(shape, env):
-    raw = resolver.resolve(str(LAUNCH / "runs" / f"paper_{shape}.yaml"), env=env)
+    raw = resolver.resolve(str(LAUNCH / "run_configs" / f"paper_{shape}.yaml"), env=env)
     assert raw.pop("_vars")["data.inputs[0]"] == ["C4_JSONL"]
     config = parse_run_config(raw)
     assert config.model.shape == shape
@@ -180,7 +180,7 @@ def test_single_node_command(env, monkeypatch):
         "--resume"]
     resolver_argv = launched(env, ".python")
     assert resolver_argv == [
-        "launch/resolve_run_config.py", "launch/runs/paper_150m.yaml", "--out", run_yaml,
+        "launch/resolve_run_config.py", "launch/run_configs/paper_150m.yaml", "--out", run_yaml,
         "--output-dir", run_dir, "--ds-config", ds_config, "--dp", "8", "--data", "skip"]
     # the same arguments, to the real resolver (in-process: no second torch import)
     for name in ("C4_JSONL", "T5_SPM", "SEESAW_DATA_DIR"):
