@@ -1,0 +1,111 @@
+"""End to end on a tiny corpus: prepare -> 2-rank training (torchrun, gloo, real DeepSpeed,
+megatron-core datasets, sentencepiece) -> checkpoint -> resume -> summary; the resumed run
+equals the uninterrupted one step for step."""
+
+import csv
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from seesaw_ds.config import load_config_file, plan_from_ds_config
+from seesaw_ds.data.testing import TINY_SPLIT, TINY_VOCAB, make_tiny_prepared
+
+SEQ = 64
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pipeline")
+    prepared = make_tiny_prepared(root / "data")
+    run_config = root / "run.yaml"
+    run_config.write_text(
+        "model: {shape: micro}\n"
+        f"data: {{prepared_dir: {prepared.out_dir}, vocab_size: {TINY_VOCAB}, "
+        f"split: '{TINY_SPLIT}'}}\n"
+        "eval: {interval_tokens: 16384, batches: 2, batch_size: 8}\n"
+        "checkpoint: {interval_tokens: 32768}\n"
+        "seed: 3\n")
+    ds_config = {
+        "train_batch_size": 8, "train_micro_batch_size_per_gpu": 2,
+        "gradient_clipping": 1.0, "steps_per_print": 1000,
+        "optimizer": {"type": "AdamW", "params": {"lr": 3e-3, "betas": [0.9, 0.95],
+                                                  "weight_decay": 0.0, "torch_adam": True}},
+        "zero_optimization": {"stage": 1},
+        "seesaw": {"total_tokens": 65536, "seq_length": SEQ, "batch_growth": 2.0,
+                   "lr_schedule": {"type": "cosine", "warmup_fraction": 0.1,
+                                   "warmup_start_factor": 0.1, "final_factor": 0.1}},
+    }
+    ds_path = root / "ds.json"
+    ds_path.write_text(json.dumps(ds_config))
+    return root, run_config, ds_path
+
+
+def _train(run_config, ds_path, out_dir, *extra):
+    env = dict(os.environ, DS_ACCELERATOR="cpu", OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+           "--master_port", str(_free_port()), "-m", "seesaw_ds.train",
+           "--run-config", str(run_config), "--deepspeed_config", str(ds_path),
+           "--output-dir", str(out_dir), "--no-progress", *extra]
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+def _rows(out_dir):
+    with open(os.path.join(out_dir, "steps.csv"), encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_train_checkpoint_resume_matches_the_uninterrupted_run(setup):
+    root, run_config, ds_path = setup
+    full, split = root / "full", root / "split"
+    _train(run_config, ds_path, full)
+    summary = json.loads((full / "summary.json").read_text())
+    for key in ("schedule", "final_val_loss", "optimizer_steps", "tokens", "wall_seconds"):
+        assert key in summary
+    plan = plan_from_ds_config(load_config_file(ds_path), 2)
+    planned = list(plan.iter_steps())
+    rows = _rows(full)
+    assert summary["finished"] and summary["optimizer_steps"] == len(planned) == len(rows)
+    assert [int(row["global_batch"]) for row in rows] == [s.global_batch for _, _, s in planned]
+    assert {int(row["global_batch"]) for row in rows} >= {8, 16}  # crosses a batch boundary
+    assert summary["tokens"] == plan.trained_tokens
+    curve = json.loads((full / "curve.json").read_text())
+    assert curve[0]["tokens"] == 0 and curve[-1]["step"] == summary["optimizer_steps"]
+    largest_step = max(p.global_batch for p in plan.phases) * SEQ
+    for k, point in enumerate(curve[1:-1], start=1):  # the first step boundary past k x 16384
+        assert 16384 * k <= point["tokens"] < 16384 * k + largest_step
+
+    # Stop after the first periodic checkpoint (past the 8 -> 16 boundary), then resume.
+    stop_at = next(int(r["step"]) for r in rows if int(r["tokens"]) >= 32768) + 2
+    _train(run_config, ds_path, split, "--max-steps", str(stop_at))
+    latest = (split / "checkpoints" / "latest").read_text().strip()
+    assert os.path.isfile(split / "checkpoints" / latest / "seesaw_state.json")
+    resumed = _train(run_config, ds_path, split, "--resume")
+    assert "resumed from" in resumed.stdout
+    assert [r["train_loss"] for r in _rows(split)] == [r["train_loss"] for r in rows]
+    resumed_summary = json.loads((split / "summary.json").read_text())
+    assert resumed_summary["final_val_loss"] == summary["final_val_loss"]
+    assert resumed_summary["optimizer_steps"] == summary["optimizer_steps"]
+
+
+def test_bad_run_config_exits_2_with_one_line_before_any_work(setup, tmp_path):
+    root, _, ds_path = setup
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("modle: {shape: micro}\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "seesaw_ds.train", "--run-config", str(bad),
+         "--deepspeed_config", str(ds_path)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert "modle" in result.stderr and "Did you mean 'model'" in result.stderr
+    assert "Traceback" not in result.stderr
