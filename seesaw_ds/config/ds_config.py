@@ -160,16 +160,9 @@ def plan_from_ds_config(
     """The plan a run of this config on ``dp_size`` data-parallel ranks follows."""
     section = section or seesaw_section_of(config)
     triple = resolve_batch_triple(config, dp_size)
-    return Plan(
-        base=section.build_lr_schedule(),
-        batch_schedule=section.build_batch_schedule(),
+    return section.build_plan(
         peak_lr=peak_lr_of(config, peak_lr) if peak_lr is None else peak_lr,
         initial_batch=triple.train_batch_size,
-        seq_length=section.seq_length,
         micro_batch=triple.micro_batch,
         dp_size=dp_size,
-        batch_multiple=section.batch_multiple,
-        min_lr=section.min_lr,
-        growth_policy=section.growth_policy,
-        max_micro_batch=section.max_micro_batch,
     )

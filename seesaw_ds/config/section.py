@@ -29,6 +29,7 @@ from seesaw_ds.schedules import (
     LR_SCHEDULES,
     BatchSchedule,
     LRSchedule,
+    Plan,
 )
 
 __all__ = ["SeesawSection", "CBSGuardSettings", "parse_seesaw_section", "parse_token_count"]
@@ -135,6 +136,23 @@ class SeesawSection:
 
     def build_batch_schedule(self) -> BatchSchedule:
         return BATCH_SCHEDULES[self.batch_schedule_name](**self.batch_options)
+
+    def build_plan(self, peak_lr: float, initial_batch: int, micro_batch: int,
+                   dp_size: int) -> Plan:
+        """The plan of this section for a run's peak LR, initial batch and rank layout."""
+        return Plan(
+            base=self.build_lr_schedule(),
+            batch_schedule=self.build_batch_schedule(),
+            peak_lr=peak_lr,
+            initial_batch=initial_batch,
+            seq_length=self.seq_length,
+            micro_batch=micro_batch,
+            dp_size=dp_size,
+            batch_multiple=self.batch_multiple,
+            min_lr=self.min_lr,
+            growth_policy=self.growth_policy,
+            max_micro_batch=self.max_micro_batch,
+        )
 
 
 def parse_seesaw_section(section: Any) -> SeesawSection:

@@ -29,16 +29,11 @@ def plan_from_megatron_args(args: Any) -> Plan:
             "--rampup-batch-size cannot be combined with --seesaw-config: use "
             "seesaw.batch_schedule 'linear_ramp' instead."
         )
-    return Plan(
-        base=section.build_lr_schedule(),
-        batch_schedule=section.build_batch_schedule(),
+    return section.build_plan(
         peak_lr=args.lr,
         initial_batch=args.global_batch_size,
-        seq_length=section.seq_length,
         micro_batch=args.micro_batch_size,
         dp_size=args.data_parallel_size,
-        batch_multiple=section.batch_multiple,
-        min_lr=section.min_lr,
     )
 
 

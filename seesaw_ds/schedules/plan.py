@@ -13,7 +13,7 @@ from __future__ import annotations
 import bisect
 import math
 from dataclasses import dataclass
-from typing import Iterator, List, Optional, Sequence, Tuple
+from typing import Iterator, List, Optional, Tuple
 
 from seesaw_ds.errors import SeesawConfigError
 from seesaw_ds.schedules.batch_schedules import BatchSchedule, SeesawBatch

@@ -3,6 +3,7 @@
 import copy
 
 import pytest
+from error_assertions import assert_one_clear_error
 
 from seesaw_ds.config import parse_seesaw_section, parse_token_count
 from seesaw_ds.errors import SeesawConfigError
@@ -52,13 +53,6 @@ def _with_lr(**changes):
 _DROP = object()
 
 
-def _assert_one_clear_error(error, *fragments):
-    message = str(error.value)
-    for fragment in fragments:
-        assert fragment in message, (fragment, message)
-    # one error, not a chain of tracebacks
-    assert error.value.__cause__ is None
-    assert error.value.__context__ is None or error.value.__suppress_context__
 
 
 # ---- happy paths ------------------------------------------------------------------------------
@@ -101,7 +95,7 @@ def test_token_counts(text, value):
 def test_bad_token_counts_name_the_field(bad):
     with pytest.raises(SeesawConfigError) as error:
         parse_token_count("seesaw.total_tokens", bad)
-    _assert_one_clear_error(error, "seesaw.total_tokens")
+    assert_one_clear_error(error, "seesaw.total_tokens")
 
 
 @pytest.mark.parametrize("spec, expected", [
@@ -213,7 +207,7 @@ BAD_SECTIONS = [
 def test_bad_sections_raise_one_error_naming_the_field(section, fragments):
     with pytest.raises(SeesawConfigError) as error:
         parse_seesaw_section(section)
-    _assert_one_clear_error(error, *fragments)
+    assert_one_clear_error(error, *fragments)
 
 
 def test_section_must_be_a_mapping():

@@ -4,6 +4,7 @@ import copy
 import json
 
 import pytest
+from error_assertions import assert_one_clear_error
 
 from seesaw_ds.config import (
     load_config_file,
@@ -67,12 +68,6 @@ def _seesaw(**changes):
     return config
 
 
-def _assert_one_clear_error(error, *fragments):
-    message = str(error.value)
-    for fragment in fragments:
-        assert fragment in message, (fragment, message)
-    assert error.value.__cause__ is None
-    assert error.value.__context__ is None or error.value.__suppress_context__
 
 
 # ---- happy paths ------------------------------------------------------------------------------
@@ -198,7 +193,7 @@ BAD_CONFIGS = [
 def test_bad_configs_raise_one_error_naming_the_field(config, dp, fragments):
     with pytest.raises(SeesawConfigError) as error:
         plan_from_ds_config(config, dp_size=dp)
-    _assert_one_clear_error(error, *fragments)
+    assert_one_clear_error(error, *fragments)
 
 
 def test_an_empty_scheduler_section_is_not_a_conflict():
@@ -220,10 +215,10 @@ def test_malformed_files_raise_one_error_naming_the_file(tmp_path, name, text, f
     path.write_text(text)
     with pytest.raises(SeesawConfigError) as error:
         load_config_file(path)
-    _assert_one_clear_error(error, *fragments)
+    assert_one_clear_error(error, *fragments)
 
 
 def test_missing_file(tmp_path):
     with pytest.raises(SeesawConfigError) as error:
         load_config_file(tmp_path / "nowhere.json")
-    _assert_one_clear_error(error, "cannot read config", "nowhere.json")
+    assert_one_clear_error(error, "cannot read config", "nowhere.json")
