@@ -89,13 +89,13 @@ class GuardDriver:
             self.big_sq_before = float(sum(g.detach().float().pow(2).sum() for g in grads))
 
     def after_step(self, setting, hook) -> None:
-        if self.small_sq is None:
-            return
-        norm = self.engine.get_global_grad_norm()
-        big_sq = float(norm) ** 2 if norm is not None else self.big_sq_before
-        if big_sq is None or setting.global_batch <= self.small_batch:
-            return
-        self.guard.observe(self.small_batch, self.small_sq, setting.global_batch, big_sq)
+        """Add this step's measurement (if probed), then judge a growth that is due now."""
+        if self.small_sq is not None:
+            norm = self.engine.get_global_grad_norm()
+            big_sq = float(norm) ** 2 if norm is not None else self.big_sq_before
+            if big_sq is not None and setting.global_batch > self.small_batch:
+                self.guard.observe(self.small_batch, self.small_sq, setting.global_batch,
+                                   big_sq)
         plan, decision = self.guard.apply(hook.plan, hook.consumed_tokens,
                                           setting.global_batch)
         if plan is not hook.plan:
@@ -104,8 +104,9 @@ class GuardDriver:
                                    "hold_at": decision.hold_at, "reason": decision.reason})
             self.log(f"[cbs_guard] holding the batch at {decision.hold_at} from "
                      f"{hook.consumed_tokens:,} tokens: {decision.reason}")
-        elif decision.reason.startswith("warn") and not self.decisions:
-            self.decisions.append({"tokens": hook.consumed_tokens, "reason": decision.reason})
+        elif decision.reason.startswith("warn"):
+            self.decisions.append({"tokens": hook.consumed_tokens, "step": hook.step,
+                                   "reason": decision.reason})
             self.log(f"[cbs_guard] {decision.reason}")
 
     # ---- persistence ---------------------------------------------------------------------

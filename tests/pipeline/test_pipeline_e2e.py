@@ -109,3 +109,60 @@ def test_bad_run_config_exits_2_with_one_line_before_any_work(setup, tmp_path):
     assert result.returncode == 2
     assert "modle" in result.stderr and "Did you mean 'model'" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def _guarded_config(ds_path, tmp_path, **guard):
+    config = json.loads(ds_path.read_text())
+    config["seesaw"]["cbs_guard"] = {"enabled": True, "ema_decay": 0.5, "min_samples": 1,
+                                     **guard}
+    path = tmp_path / "guarded.json"
+    path.write_text(json.dumps(config))
+    return path
+
+
+def test_cbs_guard_holds_the_batch_and_moves_the_decay_into_the_lr(setup, tmp_path):
+    root, run_config, ds_path = setup
+    guarded = _guarded_config(ds_path, tmp_path, safety_factor=1e-6)
+    out = tmp_path / "held"
+    _train(run_config, guarded, out)
+    summary = json.loads((out / "summary.json").read_text())
+    decision = summary["cbs_guard"]["decisions"][0]
+    assert summary["cbs_guard"]["held_at"] == decision["hold_at"] == 8  # at the first growth
+    rows = _rows(out)
+    assert {int(row["global_batch"]) for row in rows} == {8}
+    # After the hold the LR follows the base schedule scaled by sqrt(8 / 8): the cosine.
+    plan = plan_from_ds_config(load_config_file(ds_path), 2)
+    for row in rows:
+        if int(row["step"]) > decision["step"] + 1:
+            tokens_before = int(row["tokens"]) - 8 * SEQ
+            expected = plan.peak_lr * plan.base.factor(tokens_before)
+            assert float(row["lr"]) == pytest.approx(expected, rel=1e-6)
+    assert summary["optimizer_steps"] == plan.baseline_optimizer_steps
+
+
+def test_cbs_guard_with_room_never_holds(setup, tmp_path):
+    root, run_config, ds_path = setup
+    out = tmp_path / "free"
+    _train(run_config, _guarded_config(ds_path, tmp_path, safety_factor=1e9), out)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["cbs_guard"]["held_at"] is None
+    plan = plan_from_ds_config(load_config_file(ds_path), 2)
+    assert [int(r["global_batch"]) for r in _rows(out)] == [
+        s.global_batch for _, _, s in plan.iter_steps()]
+
+
+def test_cbs_guard_refuses_zero_stage_3(setup, tmp_path):
+    root, run_config, ds_path = setup
+    config = json.loads(_guarded_config(ds_path, tmp_path).read_text())
+    config["zero_optimization"] = {"stage": 3}
+    path = tmp_path / "zero3.json"
+    path.write_text(json.dumps(config))
+    env = dict(os.environ, DS_ACCELERATOR="cpu", OMP_NUM_THREADS="1")
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+         "--master_port", str(_free_port()), "-m", "seesaw_ds.train", "--run-config",
+         str(run_config), "--deepspeed_config", str(path), "--output-dir",
+         str(tmp_path / "z3"), "--no-progress"],
+        env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode != 0
+    assert "cbs_guard needs ZeRO stage 0-2" in result.stderr
