@@ -17,6 +17,7 @@ Example::
 from __future__ import annotations
 
 import difflib
+import os
 from dataclasses import dataclass, field, fields
 from typing import Any, Dict, List, Mapping, Optional
 
@@ -70,8 +71,6 @@ class RunConfig:
 
     @property
     def checkpoint_dir(self) -> str:
-        import os
-
         return self.checkpoint.dir or os.path.join(self.output_dir, "checkpoints")
 
 
@@ -98,6 +97,33 @@ def _section(cls, name: str, raw: Any):
         raise SeesawConfigError(f"run config: {name} must be a mapping.")
     _reject_unknown(f"{name}.", raw, cls)
     return cls(**raw)
+
+
+def _expect(where: str, value: Any, kind, what: str, optional: bool = False) -> None:
+    if (value is None and optional) or (isinstance(value, kind) and not isinstance(value, bool)):
+        return
+    raise SeesawConfigError(f"run config: {where} = {value!r} must be {what}.")
+
+
+def _check_types(model: ModelSettings, data: DataSettings, checkpoint: CheckpointSettings,
+                 name: Any) -> None:
+    """Types that would otherwise fail later, after the process group is up."""
+    _expect("model.shape", model.shape, str, "a shape name")
+    _expect("model.z_loss_coef", model.z_loss_coef, (int, float), "a number >= 0")
+    if model.z_loss_coef < 0:
+        raise SeesawConfigError(f"run config: model.z_loss_coef = {model.z_loss_coef} "
+                                "must be >= 0.")
+    _expect("model.init_seed", model.init_seed, int, "an integer or null", optional=True)
+    _expect("data.prepared_dir", data.prepared_dir, str, "a directory path")
+    _expect("data.tokenizer_model", data.tokenizer_model, str, "a path or null", optional=True)
+    _expect("data.text_field", data.text_field, str, "a string")
+    _expect("data.split", data.split, str, "a string like '98,2,0'")
+    if data.inputs is not None and (not isinstance(data.inputs, list)
+                                    or not all(isinstance(i, str) for i in data.inputs)):
+        raise SeesawConfigError(f"run config: data.inputs = {data.inputs!r} must be a list of "
+                                "paths or globs (or null for the standard library corpus).")
+    _expect("checkpoint.dir", checkpoint.dir, str, "a directory path or null", optional=True)
+    _expect("name", name, str, "a string or null", optional=True)
 
 
 def parse_run_config(raw: Mapping[str, Any]) -> RunConfig:
@@ -127,6 +153,7 @@ def parse_run_config(raw: Mapping[str, Any]) -> RunConfig:
     output_dir = raw.get("output_dir", "results/run")
     if not isinstance(output_dir, str) or not output_dir:
         raise SeesawConfigError("run config: output_dir must be a non-empty path.")
+    _check_types(model, data, checkpoint, raw.get("name"))
     from seesaw_ds.model.shapes import SHAPES
 
     if model.shape not in SHAPES:
@@ -140,9 +167,11 @@ def load_run_config(path: str, overrides: Optional[Dict[str, Any]] = None) -> Ru
     """Load YAML (or JSON) from ``path``; ``overrides`` replace top-level keys."""
     from seesaw_ds.config import load_config_file
 
-    raw = load_config_file(path) if path.endswith((".yaml", ".yml", ".json")) else None
-    if raw is None:
+    if not path.endswith((".yaml", ".yml", ".json")):
         raise SeesawConfigError(f"run config {path} must end in .yaml, .yml or .json.")
+    if not os.path.isfile(path):
+        raise SeesawConfigError(f"run config {path} does not exist (--run-config).")
+    raw = load_config_file(path)
     raw = dict(raw)
     raw.update({key: value for key, value in (overrides or {}).items() if value is not None})
     return parse_run_config(raw)

@@ -60,9 +60,19 @@ def _validate(args: argparse.Namespace):
     world = int(os.environ.get("WORLD_SIZE", "1"))
     _monitors_under(ds_config, run.output_dir)
     validated = prepare_config(ds_config, world)
+    _check_guard(validated)
     if args.max_steps is not None and args.max_steps < 1:
         raise SeesawConfigError(f"--max-steps = {args.max_steps} must be >= 1.")
     return run, ds_config, validated
+
+
+def _check_guard(validated) -> None:
+    """An enabled cbs_guard this setup cannot run is refused here, not after the engine."""
+    from seesaw_ds.cbs.probe import check_guard_supported
+
+    zero = validated.ds_config.get("zero_optimization") or {}
+    check_guard_supported(validated.section, int(zero.get("stage", 0)),
+                          bool(zero.get("compute_grad_norm", True)))
 
 
 def _monitors_under(ds_config: dict, output_dir: str) -> None:
@@ -138,7 +148,10 @@ def _datasets(run, prepared, plan):
     from seesaw_ds.data.gpt_data import build_gpt_datasets, fixed_validation_batches
 
     seq = plan.seq_length
-    train_samples = math.ceil(plan.trained_tokens / seq) + plan.phases[-1].global_batch
+    # From the token budget only: GPTDataset's length (and so the global sample order) depends
+    # on the samples asked for, so schedule-dependent sizes would give cosine and Seesaw runs
+    # different token streams. The last step's overshoot wraps around (GlobalSampleOrder).
+    train_samples = math.ceil(plan.total_tokens / seq)
     train, valid = build_gpt_datasets(prepared, seq, split=run.data.split, seed=1234,
                                       train_samples=train_samples)
     batches = fixed_validation_batches(valid, run.eval.batch_size, run.eval.batches)
@@ -231,7 +244,7 @@ def _run(args, run, ds_config, validated) -> int:
     guard = GuardDriver.maybe(validated.section, engine, log)
     checkpoint_dir = run.checkpoint_dir
     state = {"next_eval": 0.0, "next_checkpoint": run.checkpoint.interval_tokens or math.inf,
-             "wall": 0.0}
+             "wall": 0.0, "hook_seconds": 0.0}
     if args.resume:
         if guard is not None:
             guard.restore(checkpoint_dir)
@@ -239,9 +252,9 @@ def _run(args, run, ds_config, validated) -> int:
         if load_path is not None:
             state.update(client["train_state"])
             recorder.curve = client["curve"]
-            recorder.truncate_steps(hook.step)
             log(f"resumed from {load_path} at step {hook.step}, "
                 f"{hook.consumed_tokens:,} tokens")
+        recorder.truncate_steps(hook.step)  # rows past the checkpoint (all, if none) redo
     total = plan.total_tokens
     progress = None
     if rank == 0 and not args.no_progress:
@@ -260,7 +273,8 @@ def _run(args, run, ds_config, validated) -> int:
         return val_loss
 
     def save(tag=None):
-        client = {"train_state": dict(state), "curve": recorder.curve}
+        saved_state = dict(state, hook_seconds=state["hook_seconds"] + hook.hook_seconds)
+        client = {"train_state": saved_state, "curve": recorder.curve}
         engine.save_checkpoint(checkpoint_dir, tag=tag, client_state=client)
 
     if hook.consumed_tokens >= state["next_eval"]:
@@ -291,8 +305,10 @@ def _run(args, run, ds_config, validated) -> int:
         if hook.consumed_tokens >= state["next_eval"] or hook.finished:
             evaluate_and_record()
         if hook.consumed_tokens >= state["next_checkpoint"] and not hook.finished:
+            # Advanced before saving: a resume must not save this checkpoint again.
+            interval = run.checkpoint.interval_tokens
+            state["next_checkpoint"] = (math.floor(hook.consumed_tokens / interval) + 1) * interval
             save()
-            state["next_checkpoint"] += run.checkpoint.interval_tokens
         started = time.perf_counter()
         if args.max_steps is not None and hook.step >= args.max_steps:
             break
@@ -315,7 +331,7 @@ def _run(args, run, ds_config, validated) -> int:
             "world_size": _world(),
             "seed": run.seed,
             "finished": bool(hook.finished),
-            "hook_seconds": hook.hook_seconds,
+            "hook_seconds": state["hook_seconds"] + hook.hook_seconds,
         }
         if guard is not None:
             summary["cbs_guard"] = guard.summary()

@@ -14,8 +14,9 @@ the engine hook (``engine.seesaw.replace_plan``); checkpoints keep the guard sta
 ``<tag>/cbs_guard.json`` so a resume re-applies the cap before the plan check.
 
 Limitations:
-    ZeRO stage 3 (partitioned parameters) is not supported; the probe costs one extra
-    forward+backward of a micro-batch every ``PROBE_EVERY`` steps.
+    ZeRO stage 3 (partitioned parameters) is not supported, nor ZeRO 1/2 with
+    ``zero_optimization.compute_grad_norm: false`` (no global norm to read); the probe
+    costs one extra forward+backward of a micro-batch every ``PROBE_EVERY`` steps.
 """
 
 from __future__ import annotations
@@ -27,10 +28,32 @@ from typing import Any, Callable, Optional
 from seesaw_ds.cbs.guard import CriticalBatchGuard, capped_plan
 from seesaw_ds.errors import SeesawConfigError
 
-__all__ = ["GuardDriver", "PROBE_EVERY"]
+__all__ = ["GuardDriver", "PROBE_EVERY", "check_guard_supported"]
 
 PROBE_EVERY = 4
 GUARD_FILE = "cbs_guard.json"
+
+
+def check_guard_supported(section, zero_stage: int, compute_grad_norm: bool = True) -> None:
+    """Refuse (``SeesawConfigError``) an enabled guard that cannot measure in this setup.
+
+    Cheap and pure, so ``seesaw_ds.train`` runs it before any process group exists.
+    """
+    if not section.cbs_guard.enabled:
+        return
+    if section.batch_schedule_name != "seesaw":
+        raise SeesawConfigError(
+            "seesaw.cbs_guard applies to batch_schedule 'seesaw' only: disable it or "
+            "switch the schedule.")
+    if zero_stage >= 3:
+        raise SeesawConfigError(
+            "seesaw.cbs_guard needs ZeRO stage 0-2 (its probe reads full parameters): "
+            "lower zero_optimization.stage or disable the guard.")
+    if zero_stage in (1, 2) and not compute_grad_norm:
+        raise SeesawConfigError(
+            "seesaw.cbs_guard reads the global gradient norm, which ZeRO 1/2 skips with "
+            "zero_optimization.compute_grad_norm = false: remove that key or disable the "
+            "guard.")
 
 
 class GuardDriver:
@@ -42,6 +65,7 @@ class GuardDriver:
         self.small_batch: Optional[int] = None
         self.big_sq_before: Optional[float] = None
         self.decisions = []
+        self._warned_blind = False
         # Written into every checkpoint tag before ``latest`` moves (see save_checkpoint).
         engine.seesaw.checkpoint_sidecars[GUARD_FILE] = self.state_dict
 
@@ -50,14 +74,9 @@ class GuardDriver:
         """A driver if ``seesaw.cbs_guard`` is enabled, after checking it can run."""
         if not section.cbs_guard.enabled:
             return None
-        if section.batch_schedule_name != "seesaw":
-            raise SeesawConfigError(
-                "seesaw.cbs_guard applies to batch_schedule 'seesaw' only: disable it or "
-                "switch the schedule.")
-        if int(engine.zero_optimization_stage()) >= 3:
-            raise SeesawConfigError(
-                "seesaw.cbs_guard needs ZeRO stage 0-2 (its probe reads full parameters): "
-                "lower zero_optimization.stage or disable the guard.")
+        compute_grad_norm = getattr(engine, "zero_compute_grad_norm", lambda: True)()
+        check_guard_supported(section, int(engine.zero_optimization_stage()),
+                              bool(compute_grad_norm))
         return cls(section.cbs_guard, engine, log)
 
     # ---- measurements ----------------------------------------------------------------------
@@ -93,6 +112,10 @@ class GuardDriver:
         if self.small_sq is not None:
             norm = self.engine.get_global_grad_norm()
             big_sq = float(norm) ** 2 if norm is not None else self.big_sq_before
+            if big_sq is None and not self._warned_blind:
+                self._warned_blind = True  # once: the guard cannot see this setup
+                self.log("[cbs_guard] no global gradient norm after the step (neither "
+                         "get_global_grad_norm() nor ZeRO-0 .grad): the guard cannot measure")
             if big_sq is not None and setting.global_batch > self.small_batch:
                 self.guard.observe(self.small_batch, self.small_sq, setting.global_batch,
                                    big_sq)
