@@ -25,6 +25,7 @@ import sys
 import time
 from typing import Dict, List, Optional
 
+from seesaw_ds.atomic_files import write_json_atomic
 from seesaw_ds.errors import SeesawConfigError
 
 __all__ = ["main", "parse_args"]
@@ -118,15 +119,6 @@ def _all_mean(values: List[float]) -> List[float]:
     return tensor.tolist()
 
 
-def _write_json_atomic(path: str, data) -> None:
-    temporary = f"{path}.tmp{os.getpid()}"
-    with open(temporary, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=2)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
-
-
 # ---- data and model -------------------------------------------------------------------------
 
 def _prepare_data(run, log):
@@ -203,7 +195,7 @@ class _Recorder:
         self.curve.append({"tokens": int(tokens), "step": int(step), "val_loss": val_loss,
                            "wall_seconds": wall})
         if self.is_writer:
-            _write_json_atomic(os.path.join(self.output_dir, "curve.json"), self.curve)
+            write_json_atomic(os.path.join(self.output_dir, "curve.json"), self.curve)
 
     def truncate_steps(self, last_step: int) -> None:
         """After a resume, drop per-step rows past the checkpoint (they will be redone)."""
@@ -335,7 +327,7 @@ def _run(args, run, ds_config, validated) -> int:
         }
         if guard is not None:
             summary["cbs_guard"] = guard.summary()
-        _write_json_atomic(os.path.join(run.output_dir, "summary.json"), summary)
+        write_json_atomic(os.path.join(run.output_dir, "summary.json"), summary)
         log(json.dumps(summary))
     engine.destroy()
     import torch.distributed as dist
