@@ -96,7 +96,13 @@ def _reject_unknown(section: str, given: Mapping[str, Any], allowed: set, hint: 
 
 def _number(field: str, value: Any, kind=float, minimum: Optional[float] = None):
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise SeesawConfigError(f"{field} = {value!r} must be a number.")
+        hint = ""
+        if isinstance(value, str):
+            hint = (" It was read as text: YAML reads 1e-3 as a string, write 1.0e-3 (with a "
+                    "dot) or 0.001.")
+        raise SeesawConfigError(f"{field} = {value!r} must be a number.{hint}")
+    if not math.isfinite(value):
+        raise SeesawConfigError(f"{field} = {value!r} must be a finite number.")
     if kind is int and int(value) != value:
         raise SeesawConfigError(f"{field} = {value!r} must be a whole number.")
     if minimum is not None and value < minimum:

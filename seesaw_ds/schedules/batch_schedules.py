@@ -107,13 +107,14 @@ class SeesawBatch(BatchSchedule):
     type_name: ClassVar[str] = "seesaw"
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.batch_growth, (int, float)) and self.batch_growth > 1.0):
+        if not (isinstance(self.batch_growth, (int, float)) and 1.0 < self.batch_growth
+                < math.inf):
             raise SeesawConfigError(
-                f"seesaw.batch_growth = {self.batch_growth!r} must be a number > 1 "
+                f"seesaw.batch_growth = {self.batch_growth!r} must be a finite number > 1 "
                 "(the batch multiplier at each milestone; the paper uses 1.1, default 2)."
             )
         if self.lr_cut is not None:
-            if not self.lr_cut >= 1.0:
+            if not 1.0 <= self.lr_cut < math.inf:
                 raise SeesawConfigError(
                     f"seesaw.lr_cut = {self.lr_cut!r} must be >= 1 (the LR divisor at each "
                     "milestone); leave it unset for Seesaw's sqrt(batch_growth)."
@@ -166,29 +167,145 @@ class SeesawBatch(BatchSchedule):
                     f"seesaw.max_batch = {self.max_batch} is below the initial global batch "
                     f"(train_batch_size = {initial_batch}): raise max_batch or remove it."
                 )
-        total = base.total_tokens
-        phases: List[Phase] = []
+        self._check_base_decays_enough(base, initial_batch, batch_multiple, seq_length)
+        builder = _SeesawPhaseBuilder(self, base, initial_batch, batch_multiple, seq_length)
+        return _close_intervals(builder.build(), base.total_tokens)
+
+    def _check_base_decays_enough(self, base: LRSchedule, initial_batch: int,
+                                  batch_multiple: int, seq_length: int) -> None:
+        """Refuse a growth the base never reaches (or reaches with no room left for one
+        step of the grown batch): that "Seesaw" would be the base itself."""
+        final = base.final_factor_at_end
+        first = base.first_tokens_at_or_below(self.decay_per_milestone ** -1
+                                              * (1.0 + _LEVEL_SLACK))
+        grown = round_to_multiple(initial_batch * self.batch_growth, batch_multiple)
+        if self.max_batch is not None:
+            grown = min(grown, self.max_batch)
+        room = None if first is None else base.total_tokens - first
+        if final < 1.0 and (room is None or room < grown * seq_length):
+            raise SeesawConfigError(
+                f"seesaw.batch_growth = {self.batch_growth:g} never applies: the base LR "
+                f"schedule falls to {final:.4g} x peak by total_tokens (lr_schedule."
+                f"final_factor, gamma or min_lr) and reaches one milestone's fall "
+                f"(1/{self.decay_per_milestone:g}) too late, or never, to train one step of "
+                f"the grown batch. Use a batch_growth well below "
+                f"{1.0 / max(final, 1e-300):.4g} (the paper uses 1.1) or batch_schedule "
+                "'constant'."
+            )
+
+
+# Largest batch a Seesaw plan may reach without an explicit seesaw.max_batch, as a multiple
+# of the initial batch: a base that decays further (cosine to 0, a long step decay) would
+# otherwise grow the batch far past any critical batch size near the end of training.
+AUTO_BATCH_BOUND = 64
+_MAX_PHASES = 100_000
+
+
+class _SeesawPhaseBuilder:
+    """Walks Seesaw's milestones once and emits phases (see :class:`SeesawBatch`).
+
+    Each milestone ``k`` either grows the batch (a staircase phase: constant LR
+    ``peak * lr_cut**-k * sqrt(batch / ideal_k)``) or, when the batch cannot grow there (a
+    rounded batch equal to the current one, ``max_batch``, or a step that no longer fits
+    before the end), starts a phase that follows the base: LR ``peak * f(t) *
+    sqrt(batch / B0)``, so ``lr / sqrt(B)`` stays on the base's ``peak * f(t) / sqrt(B0)``
+    and no decay is dropped. The last phase always follows the base, so the run ends its LR
+    where the base ends for the final batch. While the batch cannot grow, milestones whose
+    rounded batch cannot change are skipped in O(1), so a growth close to 1 costs one
+    iteration per distinct batch, not per milestone.
+    """
+
+    def __init__(self, schedule: "SeesawBatch", base: LRSchedule, initial_batch: int,
+                 batch_multiple: int, seq_length: int) -> None:
+        self.schedule = schedule
+        self.base = base
+        self.initial_batch = initial_batch
+        self.multiple = batch_multiple
+        self.seq_length = seq_length
+        self.phases: List[Phase] = []
+
+    def _append(self, phase: Phase) -> None:
+        if self.phases and self.phases[-1].start_tokens >= phase.start_tokens:
+            self.phases.pop()  # coincident milestones: apply them all at once
+        if len(self.phases) >= _MAX_PHASES:
+            raise SeesawConfigError(
+                f"the Seesaw plan needs more than {_MAX_PHASES:,} phases: raise "
+                "seesaw.batch_growth or seesaw.batch_multiple (fewer distinct batches)."
+            )
+        self.phases.append(phase)
+
+    def _following(self, start: float, batch: int) -> Phase:
+        return Phase(start, self.base.total_tokens, batch,
+                     math.sqrt(batch / self.initial_batch), True)
+
+    def _milestone(self, k: int) -> Optional[float]:
+        level = self.schedule.decay_per_milestone ** (-k) * (1.0 + _LEVEL_SLACK)
+        if level <= 0.0:
+            return None
+        tokens = self.base.first_tokens_at_or_below(level)
+        return None if tokens is None or tokens >= self.base.total_tokens else tokens
+
+    def _next_growth_index(self, k: int, batch: int) -> int:
+        """A milestone index > k no later than the first one that could grow ``batch``."""
+        growth = self.schedule.batch_growth
+        needed = batch + self.multiple / 2.0  # round_to_multiple rounds halves up
+        if self.schedule.max_batch is not None:
+            needed = min(needed, float(self.schedule.max_batch))
+        jump = math.floor(math.log(needed / self.initial_batch) / math.log(growth)) - 1
+        return max(k + 1, jump)
+
+    def _candidate(self, k: int, batch: int) -> Tuple[int, float, bool]:
+        """(batch, ideal batch, capped) at milestone ``k``."""
+        ideal = self.initial_batch * self.schedule.batch_growth ** k
+        cap = self.schedule.max_batch
+        if cap is not None and ideal > cap * (1 + 1e-9):
+            return max(batch, cap), ideal, True
+        return max(batch, round_to_multiple(ideal, self.multiple)), ideal, False
+
+    def _check_bound(self, candidate: int) -> None:
+        if self.schedule.max_batch is None and candidate > AUTO_BATCH_BOUND * self.initial_batch:
+            final = self.base.final_factor_at_end
+            raise SeesawConfigError(
+                f"the base LR schedule decays to {final:.4g} x peak (lr_schedule."
+                f"final_factor, gamma or min_lr), so Seesaw would grow the batch past "
+                f"{AUTO_BATCH_BOUND} x train_batch_size ({candidate} > "
+                f"{AUTO_BATCH_BOUND * self.initial_batch} sequences). Set seesaw.max_batch "
+                "(after it the LR takes the remaining decay), or raise lr_schedule."
+                f"final_factor / min_lr to >= {1.0 / AUTO_BATCH_BOUND:.4g} x peak."
+            )
+
+    def build(self) -> List[Phase]:
+        base, total, initial = self.base, self.base.total_tokens, self.initial_batch
         if base.warmup_tokens > 0:
-            phases.append(Phase(0.0, base.warmup_tokens, initial_batch, 1.0, True))
-        starts = [base.decay_start_tokens] + self.milestones(base)
-        batch = initial_batch
-        for k, start in enumerate(starts):
-            ideal_batch = initial_batch * self.batch_growth**k
-            if self.max_batch is not None and ideal_batch > self.max_batch * (1 + 1e-9):
-                multiplier = math.sqrt(self.max_batch / initial_batch)
-                if phases and phases[-1].start_tokens == start:
-                    phases.pop()  # coincident milestones: the cap replaces them
-                phases.append(Phase(start, total, self.max_batch, multiplier, True))
+            self._append(Phase(0.0, base.warmup_tokens, initial, 1.0, True))
+        self._append(Phase(base.decay_start_tokens, total, initial, 1.0, False))
+        batch, k, following = initial, 0, False
+        while True:
+            k = self._next_growth_index(k, batch) if following else k + 1
+            start = self._milestone(k)
+            if start is None:
                 break
-            candidate = max(batch, round_to_multiple(ideal_batch, batch_multiple))
-            if k > 0 and (total - start) < candidate * seq_length:
-                break  # one step of this batch would overshoot the end of training
+            candidate, ideal, capped = self._candidate(k, batch)
+            fits = (total - start) >= candidate * self.seq_length
+            if candidate == batch or not fits:
+                if not following:  # the batch stops growing: the LR takes the decay
+                    self._append(self._following(start, batch))
+                    following = True
+                if capped or not fits:
+                    break  # no later milestone can grow the batch either
+                continue
+            self._check_bound(candidate)
             batch = candidate
-            multiplier = self.effective_lr_cut ** (-k) * math.sqrt(batch / ideal_batch)
-            if phases and phases[-1].start_tokens == start:
-                phases.pop()  # coincident milestones: apply them all at once
-            phases.append(Phase(start, total, batch, multiplier, False))
-        return _close_intervals(phases, total)
+            if capped:
+                self._append(self._following(start, batch))
+                break
+            multiplier = self.schedule.effective_lr_cut ** (-k) * math.sqrt(batch / ideal)
+            self._append(Phase(start, total, batch, multiplier, False))
+            following = False
+        last = self.phases[-1]
+        if not last.follows_base:
+            self.phases[-1] = self._following(last.start_tokens, last.global_batch)
+        return self.phases
 
 
 def _close_intervals(phases: List[Phase], total: float) -> List[Phase]:
@@ -206,8 +323,9 @@ def _close_intervals(phases: List[Phase], total: float) -> List[Phase]:
 def _check_lr_scaling(lr_scaling: str) -> None:
     if lr_scaling not in _LR_SCALINGS:
         raise SeesawConfigError(
-            f"seesaw.lr_scaling = {lr_scaling!r} is unknown: use 'none' (LR follows the "
-            "base schedule) or 'sqrt' (LR x sqrt(B / B0))."
+            f"seesaw.lr_scaling = {lr_scaling!r} is unknown: use 'none' (the LR follows the "
+            "base schedule, so a larger batch lowers lr / sqrt(B)) or 'sqrt' (LR x "
+            "sqrt(B / B0), which keeps lr / sqrt(B) on the base path)."
         )
 
 
@@ -326,7 +444,16 @@ class LateSwitchBatch(BatchSchedule):
     """Keep the initial batch until ``switch_fraction`` of the tokens, then ``switch_batch``.
 
     Wang et al. (arXiv 2602.14208) found switching at ~70-75% of the tokens best for hard
-    tasks under a fixed data budget.
+    tasks under a fixed data budget: the larger batch lowers the gradient noise and the loss
+    "catches up" fast after the switch.
+
+    ``lr_scaling`` decides what the switch does to the noise temperature ``lr / sqrt(B)``:
+
+    - ``none`` (default, the late-switch recipe): the LR keeps following the base, so the
+      switch divides ``lr / sqrt(B)`` by ``sqrt(switch_batch / B0)``: an extra annealing on
+      top of the base schedule, which is what the switch is for.
+    - ``sqrt``: LR x ``sqrt(switch_batch / B0)`` keeps ``lr / sqrt(B)`` on the base path, so
+      the switch only saves steps (Seesaw's equivalence) and cancels the noise reduction.
     """
 
     switch_fraction: float = 0.7
@@ -346,6 +473,11 @@ class LateSwitchBatch(BatchSchedule):
                 "(the fraction of total_tokens trained before the switch; ~0.7 is typical)."
             )
         _check_multiple("seesaw.switch_batch", self.switch_batch, batch_multiple)
+        if self.switch_batch <= initial_batch:
+            raise SeesawConfigError(
+                f"seesaw.switch_batch = {self.switch_batch} must exceed the initial batch "
+                f"(train_batch_size = {initial_batch}): a late switch grows the batch."
+            )
         breakpoints = [
             (0.0, initial_batch),
             (self.switch_fraction * base.total_tokens, self.switch_batch),

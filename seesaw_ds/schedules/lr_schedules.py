@@ -52,11 +52,15 @@ class LRSchedule:
         total_tokens: length of training in tokens.
         warmup_tokens: length of the linear warmup.
         warmup_start_factor: LR factor at token 0 (the paper uses 0.1).
+        floor_factor: the factor never goes below this (``min_lr / peak``). The floor is
+            part of the base schedule, so Seesaw's milestones stop where the floored base
+            stops falling: ``min_lr = 0.1 x peak`` plans like ``final_factor = 0.1``.
     """
 
     total_tokens: float
     warmup_tokens: float = 0.0
     warmup_start_factor: float = 0.0
+    floor_factor: float = 0.0
 
     type_name: ClassVar[str] = "base"
 
@@ -75,17 +79,25 @@ class LRSchedule:
                 f"training (total_tokens = {self.total_tokens:g}): shorten the warmup."
             )
         _check_factor("warmup_start_factor", self.warmup_start_factor)
+        _check_factor("floor_factor (min_lr / peak lr)", self.floor_factor)
 
     @property
     def decay_start_tokens(self) -> float:
         """Where the decay part begins (the end of warmup)."""
         return self.warmup_tokens
 
+    @property
+    def final_factor_at_end(self) -> float:
+        """The factor at ``total_tokens`` (how far the base decays in all)."""
+        return self.factor(self.total_tokens)
+
     def factor(self, tokens: float) -> float:
         """LR multiplier of the peak LR after ``tokens`` consumed tokens."""
         if tokens < self.warmup_tokens:
-            return _linear_warmup(tokens, self.warmup_tokens, self.warmup_start_factor)
-        return self._decay(min(tokens, self.total_tokens))
+            raw = _linear_warmup(tokens, self.warmup_tokens, self.warmup_start_factor)
+        else:
+            raw = self._decay(min(tokens, self.total_tokens))
+        return max(self.floor_factor, raw)
 
     def _decay(self, tokens: float) -> float:
         raise NotImplementedError
@@ -97,10 +109,18 @@ class LRSchedule:
     def first_tokens_at_or_below(self, level: float) -> Optional[float]:
         """First token count in the decay part where the factor is <= ``level``.
 
-        Returns None when the decay never reaches ``level`` before ``total_tokens``.
+        Returns None when the decay never reaches ``level`` before ``total_tokens`` (or
+        ``level`` lies below the floor).
         """
         if level >= 1.0:
             return self.decay_start_tokens
+        if level < self.floor_factor:
+            return None
+        tokens = self._first_decay_at_or_below(level)
+        return tokens if tokens is not None and tokens <= self.total_tokens else None
+
+    def _first_decay_at_or_below(self, level: float) -> Optional[float]:
+        """The unfloored decay's first token at or below ``level`` (0 < level < 1)."""
         return self._bisect_level(level)
 
     def _bisect_level(self, level: float) -> Optional[float]:
@@ -132,8 +152,8 @@ class ConstantLR(LRSchedule):
     def _decay(self, tokens: float) -> float:
         return 1.0
 
-    def first_tokens_at_or_below(self, level: float) -> Optional[float]:
-        return self.decay_start_tokens if level >= 1.0 else None
+    def _first_decay_at_or_below(self, level: float) -> Optional[float]:
+        return None
 
 
 @dataclass(frozen=True)
@@ -153,9 +173,7 @@ class CosineLR(LRSchedule):
         cosine = 0.5 * (1.0 + math.cos(math.pi * progress))
         return self.final_factor + (1.0 - self.final_factor) * cosine
 
-    def first_tokens_at_or_below(self, level: float) -> Optional[float]:
-        if level >= 1.0:
-            return self.decay_start_tokens
+    def _first_decay_at_or_below(self, level: float) -> Optional[float]:
         if level < self.final_factor or self.final_factor == 1.0:
             return None
         relative = (level - self.final_factor) / (1.0 - self.final_factor)
@@ -179,9 +197,7 @@ class LinearLR(LRSchedule):
     def _decay(self, tokens: float) -> float:
         return 1.0 - (1.0 - self.final_factor) * self._decay_fraction(tokens)
 
-    def first_tokens_at_or_below(self, level: float) -> Optional[float]:
-        if level >= 1.0:
-            return self.decay_start_tokens
+    def _first_decay_at_or_below(self, level: float) -> Optional[float]:
         if level < self.final_factor or self.final_factor == 1.0:
             return None
         progress = (1.0 - level) / (1.0 - self.final_factor)
@@ -236,9 +252,7 @@ class WSDLR(LRSchedule):
         progress = (tokens - self.stable_end_tokens) / self.decay_tokens
         return self.final_factor + (1.0 - self.final_factor) * self._tail_shape(progress)
 
-    def first_tokens_at_or_below(self, level: float) -> Optional[float]:
-        if level >= 1.0:
-            return self.decay_start_tokens
+    def _first_decay_at_or_below(self, level: float) -> Optional[float]:
         if level < self.final_factor or self.final_factor == 1.0:
             return None
         left = (level - self.final_factor) / (1.0 - self.final_factor)
@@ -281,9 +295,7 @@ class StepDecayLR(LRSchedule):
         passed = sum(1 for point in self.milestones if tokens >= point)
         return self.gamma**passed
 
-    def first_tokens_at_or_below(self, level: float) -> Optional[float]:
-        if level >= 1.0:
-            return self.decay_start_tokens
+    def _first_decay_at_or_below(self, level: float) -> Optional[float]:
         value = 1.0
         for point in self.milestones:
             value *= self.gamma
@@ -318,9 +330,7 @@ class InverseSqrtLR(LRSchedule):
     def _decay(self, tokens: float) -> float:
         return math.sqrt(self.timescale / (tokens - self.warmup_tokens + self.timescale))
 
-    def first_tokens_at_or_below(self, level: float) -> Optional[float]:
-        if level >= 1.0:
-            return self.decay_start_tokens
+    def _first_decay_at_or_below(self, level: float) -> Optional[float]:
         if level <= 0.0:
             return None
         tokens = self.warmup_tokens + self.timescale / level**2 - self.timescale

@@ -11,6 +11,7 @@ that starts past several milestones applies them all.
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Iterator, List, Optional, Tuple
@@ -77,8 +78,16 @@ class Plan:
         dp_size: data-parallel size.
         batch_multiple: every global batch is a multiple of this (default
             ``micro_batch * dp_size``). Keep it fixed to resume on another rank count.
-        min_lr: absolute LR floor applied to every step.
+        min_lr: LR floor. It is applied to the base schedule (``floor_factor = min_lr /
+            peak_lr``) before the batch schedule sees it, so Seesaw stops growing where the
+            floored base stops falling, and it clamps every step's LR.
         growth_policy / max_micro_batch: see :func:`layout_batch`.
+
+    Note:
+        Every schedule trains the same budget: the step that would pass ``total_tokens``
+        takes only the remaining samples, rounded up to ``batch_multiple`` (so a run ends
+        within one batch multiple of sequences past the budget), with its LR scaled by
+        ``sqrt(last_batch / batch)`` to keep ``lr / sqrt(B)`` on the plan's path.
     """
 
     def __init__(
@@ -99,6 +108,8 @@ class Plan:
             peak_lr, initial_batch, seq_length, micro_batch, dp_size, min_lr,
             growth_policy, max_micro_batch,
         )
+        if min_lr > 0 and base.floor_factor != min_lr / peak_lr:
+            base = dataclasses.replace(base, floor_factor=min_lr / peak_lr)
         self.base = base
         self.batch_schedule = batch_schedule
         self.peak_lr = float(peak_lr)
@@ -122,7 +133,8 @@ class Plan:
                 f"{self.batch_multiple} (micro-batch x data-parallel size, or "
                 "seesaw.batch_multiple): change one of them."
             )
-        raw = batch_schedule.phases(base, self.initial_batch, self.batch_multiple, seq_length)
+        raw = batch_schedule.phases(self.base, self.initial_batch, self.batch_multiple,
+                                    seq_length)
         self.phases: Tuple[Phase, ...] = tuple(self._lay_out(phase) for phase in raw)
         self._starts = [phase.start_tokens for phase in self.phases]
 
@@ -148,8 +160,23 @@ class Plan:
         """The setting of the optimizer step that starts after ``tokens`` consumed tokens."""
         index = self.phase_index_at(tokens)
         phase = self.phases[index]
-        lr = max(self.min_lr, phase.lr_at(tokens, self.peak_lr, self.base))
-        return StepSetting(lr, phase.global_batch, phase.micro_batch, phase.grad_accum, index)
+        lr = phase.lr_at(tokens, self.peak_lr, self.base)
+        batch, micro, accum = phase.global_batch, phase.micro_batch, phase.grad_accum
+        last = self._last_step_batch(tokens, batch)
+        if last < batch:
+            lr *= math.sqrt(last / batch)
+            micro, accum = layout_batch(last, self.dp_size, self.micro_batch,
+                                        self.max_micro_batch, self.growth_policy)
+            batch = last
+        return StepSetting(max(self.min_lr, lr), batch, micro, accum, index)
+
+    def _last_step_batch(self, tokens: float, batch: int) -> int:
+        """``batch``, or fewer sequences for the step that would pass the budget."""
+        remaining = self.total_tokens - tokens
+        if remaining <= 0 or remaining >= batch * self.seq_length:
+            return batch
+        samples = math.ceil(remaining / self.seq_length)
+        return min(batch, math.ceil(samples / self.batch_multiple) * self.batch_multiple)
 
     def at_samples(self, samples: int) -> StepSetting:
         return self.at_tokens(samples * self.seq_length)
@@ -180,11 +207,20 @@ class Plan:
 
     @property
     def trained_tokens(self) -> int:
-        """Tokens consumed by the realized run (the last step may pass ``total_tokens``)."""
-        return int(sum(
-            steps * phase.global_batch * self.seq_length
-            for steps, phase in zip(self.steps_per_phase(), self.phases)
-        ))
+        """Tokens consumed by the realized run: ``total_tokens`` rounded up to whole
+        samples and then to the last step's batch multiple."""
+        cursor, last_batch = 0, self.initial_batch
+        for steps, phase in zip(self.steps_per_phase(), self.phases):
+            if steps:
+                cursor += steps * phase.global_batch * self.seq_length
+                last_batch = phase.global_batch
+        last_start = cursor - last_batch * self.seq_length
+        return int(last_start + self.at_tokens(last_start).global_batch * self.seq_length)
+
+    @property
+    def trained_samples(self) -> int:
+        """Samples (sequences) consumed by the realized run."""
+        return self.trained_tokens // self.seq_length
 
     @property
     def baseline_optimizer_steps(self) -> int:

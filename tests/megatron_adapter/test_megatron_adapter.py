@@ -41,7 +41,8 @@ def test_calculator_drives_megatron_global_accessors_along_the_plan():
         assert megatron_calculators.get_num_microbatches() == setting.global_batch // (2 * 2)
         assert megatron_calculators.get_micro_batch_size() == 2
         samples += megatron_calculators.get_current_global_batch_size()
-    assert megatron_calculators.get_current_global_batch_size() == 256  # 32 x 2^3
+    assert plan.phases[-1].global_batch == 256  # 32 x 2^3
+    assert samples == plan.trained_samples  # the short last step included
 
 
 def test_param_scheduler_sets_plan_lr_at_consumed_samples_and_resumes():

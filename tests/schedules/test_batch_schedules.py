@@ -39,8 +39,12 @@ def test_constant_batch_follows_the_base():
     assert [(p.start_tokens, p.end_tokens, p.global_batch) for p in plan.phases] == [
         (0.0, 1e6, 32)
     ]
-    for tokens in (0, 5e4, 1e5, 5.5e5, 999_999):
+    for tokens in (0, 5e4, 1e5, 5.5e5, 1e6 - 3200):
         assert plan.at_tokens(tokens).lr == pytest.approx(PEAK * base.factor(tokens))
+    # the last step takes only what remains: 1 token -> 1 sample, LR x sqrt(1 / 32)
+    last = plan.at_tokens(999_999)
+    assert last.global_batch == 1
+    assert last.lr == pytest.approx(PEAK * base.factor(999_999) * math.sqrt(1 / 32))
     assert plan.megatron_step_schedule() == "0:32"
 
 
@@ -52,9 +56,13 @@ def test_linear_ramp_has_megatron_rampup_semantics():
     assert [(p.start_tokens, p.global_batch) for p in plan.phases] == [
         (0.0, 32), (2e5, 64), (4e5, 96), (6e5, 128)
     ]
-    for _, tokens, setting in plan.iter_steps():
+    steps = list(plan.iter_steps())
+    for _, tokens, setting in steps[:-1]:
         assert setting.global_batch == _megatron_rampup_batch(tokens, 32, 32, 128, 6e5)
         assert setting.lr == PEAK  # lr_scaling 'none'
+    _, last_start, last = steps[-1]
+    assert last.global_batch == math.ceil((1e6 - last_start) / 100) < 128
+    assert last_start + last.global_batch * 100 == 1e6
     assert plan.megatron_step_schedule() == "0:32 200000:64 400000:96 600000:128"
 
 
@@ -63,7 +71,7 @@ def test_linear_ramp_with_uneven_increment_spacing_and_sqrt_scaling():
     ramp = LinearRampBatch(final_batch=64, batch_increment=16, ramp_tokens=5e5,
                            lr_scaling="sqrt")
     plan = Plan(base, ramp, PEAK, 16, 10)
-    for _, tokens, setting in plan.iter_steps():
+    for _, tokens, setting in list(plan.iter_steps())[:-1]:
         batch = _megatron_rampup_batch(tokens, 16, 16, 64, 5e5)
         assert setting.global_batch == batch
         assert setting.lr == pytest.approx(PEAK * math.sqrt(batch / 16) * base.factor(tokens))

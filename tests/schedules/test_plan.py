@@ -33,7 +33,7 @@ def _plans():
                                micro_batch=2, dp_size=4),
         "seesaw_cap": Plan(cosine, SeesawBatch(batch_growth=2.0, max_batch=64), PEAK, 16, 64),
         "seesaw_step_base": Plan(StepDecayLR(total_tokens=1e6, milestones=(3e5, 6e5, 9e5)),
-                                 SeesawBatch(batch_growth=2.0), PEAK, 8, 16),
+                                 SeesawBatch(batch_growth=2.0, max_batch=256), PEAK, 8, 16),
         "seesaw_wsd": Plan(WSDLR(total_tokens=2e6, decay_tokens=5e5, tail="1-sqrt"),
                            SeesawBatch(batch_growth=1.5), PEAK, 24, 32, batch_multiple=8),
         "constant": Plan(cosine, ConstantBatch(), PEAK, 16, 64),
@@ -84,12 +84,20 @@ def test_batch_and_lr_come_from_the_same_lookup(name):
     plan = PLANS[name]
     for _, start, setting in plan.iter_steps():
         phase = plan.phases[setting.phase_index]
-        assert setting.global_batch == phase.global_batch
-        assert setting.micro_batch == phase.micro_batch
-        assert setting.grad_accum == phase.grad_accum
         expected_lr = PEAK * phase.lr_multiplier
         if phase.follows_base:
             expected_lr *= plan.base.factor(start)
+        if start + phase.global_batch * plan.seq_length > plan.total_tokens:
+            # the last step takes only the remaining samples, rounded up to the multiple
+            left = math.ceil((plan.total_tokens - start) / plan.seq_length)
+            last = min(phase.global_batch, math.ceil(left / plan.batch_multiple)
+                       * plan.batch_multiple)
+            assert setting.global_batch == last
+            expected_lr *= math.sqrt(last / phase.global_batch)
+        else:
+            assert setting.global_batch == phase.global_batch
+            assert setting.micro_batch == phase.micro_batch
+            assert setting.grad_accum == phase.grad_accum
         assert setting.lr == pytest.approx(expected_lr, rel=1e-12)
         assert setting.micro_batch * setting.grad_accum * plan.dp_size == setting.global_batch
         assert setting.global_batch % plan.batch_multiple == 0
@@ -139,7 +147,8 @@ def test_megatron_step_schedule_format_and_semantics():
         assert thresholds == sorted(set(thresholds))
         assert all(tokens % plan.seq_length == 0 for tokens in thresholds)
         # Megatron semantics: the batch at a step is the last entry at or below its tokens
-        for _, start, setting in plan.iter_steps():
+        steps = list(plan.iter_steps())
+        for _, start, setting in steps[:-1]:  # the short last step is ours, not Megatron's
             batch = [b for tokens, b in entries if tokens <= start][-1]
             assert batch == setting.global_batch, (name, start)
 
@@ -190,7 +199,8 @@ def test_layout_rejects_a_batch_that_does_not_split():
 
 def test_plan_lays_out_every_phase_with_the_growth_policy():
     base = CosineLR(total_tokens=4e6, final_factor=0.0)
-    plan = Plan(base, SeesawBatch(batch_growth=2.0), PEAK, 16, 64, micro_batch=2, dp_size=2,
+    plan = Plan(base, SeesawBatch(batch_growth=2.0, max_batch=512), PEAK, 16, 64,
+                micro_batch=2, dp_size=2,
                 growth_policy="micro_batch_first", max_micro_batch=8)
     for phase in plan.phases:
         per_rank = phase.global_batch // 2

@@ -65,7 +65,7 @@ def test_milestones_are_where_the_cosine_falls_by_powers_of_the_growth():
 def test_doubling_without_rounding_is_the_exact_staircase():
     """g = 2, B0 = 64, multiple 1: B_k = 64 * 2^k and LR = peak * 2^(-k/2) exactly."""
     base = CosineLR(total_tokens=2**30, final_factor=0.0)
-    plan = Plan(base, SeesawBatch(batch_growth=2.0), PEAK, 64, 128)
+    plan = Plan(base, SeesawBatch(batch_growth=2.0, max_batch=2**22), PEAK, 64, 128)
     staircase = _seesaw_phases(plan)
     assert staircase[0].start_tokens == 0.0
     assert len(staircase) >= 8
@@ -129,7 +129,7 @@ def test_explicit_lr_cut_moves_the_milestones_and_divides_the_lr():
     """lr_cut c = 2 with growth 2: milestones where the base falls by c*sqrt(g) = 2*sqrt(2);
     the LR is divided by 2 (not sqrt 2) at each."""
     base = CosineLR(total_tokens=1e9, final_factor=0.0)
-    schedule = SeesawBatch(batch_growth=2.0, lr_cut=2.0)
+    schedule = SeesawBatch(batch_growth=2.0, lr_cut=2.0, max_batch=2**20)
     fall = 2.0 * math.sqrt(2.0)
     plan = Plan(base, schedule, PEAK, 64, 1024)
     staircase = _seesaw_phases(plan)
@@ -176,7 +176,7 @@ def test_max_batch_caps_growth_then_the_lr_follows_the_base():
     # the cap starts at the third milestone (where the batch would have become 512)
     assert cap.start_tokens == pytest.approx(_cosine_inverse(2.0**-3, 1e9))
     multiplier = math.sqrt(256 / 64)
-    for fraction in (0.0, 0.3, 0.7, 0.999):
+    for fraction in (0.0, 0.3, 0.7, 0.99):
         tokens = cap.start_tokens + fraction * (cap.end_tokens - cap.start_tokens)
         setting = plan.at_tokens(tokens)
         assert setting.global_batch == 256
@@ -204,14 +204,18 @@ def test_coincident_milestones_apply_at_once():
     2^-3 but not 2^-4, so the batch grows x8 in one phase; at 6e5 (0.01) the count reaches
     6 (2^-6 = 0.0156 >= 0.01 > 2^-7), at 9e5 (0.001) 9."""
     base = StepDecayLR(total_tokens=1e6, milestones=(3e5, 6e5, 9e5), gamma=0.1)
-    plan = Plan(base, SeesawBatch(batch_growth=2.0), 1.0, 8, 16)
+    plan = Plan(base, SeesawBatch(batch_growth=2.0, max_batch=4096), 1.0, 8, 16)
     starts = [phase.start_tokens for phase in plan.phases]
     assert starts == [0.0, 3e5, 6e5, 9e5]
-    for phase, base_level in zip(plan.phases, (1.0, 0.1, 0.01, 0.001)):
+    for phase, base_level in zip(plan.phases[:-1], (1.0, 0.1, 0.01)):
         k = math.floor(math.log(1 / base_level) / math.log(2) + 1e-9)
         assert phase.global_batch == 8 * 2**k
         assert phase.lr_multiplier == pytest.approx(2 ** (-k / 2))
     assert [phase.global_batch for phase in plan.phases] == [8, 64, 512, 4096]
+    # the last phase follows the base: lr / sqrt(B) ends exactly on the base's path
+    last = plan.phases[-1]
+    assert last.follows_base
+    assert plan.at_tokens(9.2e5).lr / math.sqrt(4096) == pytest.approx(0.001 / math.sqrt(8))
 
 
 def test_step_decay_by_exactly_the_growth_is_not_shifted_by_rounding():
@@ -226,7 +230,7 @@ def test_step_decay_by_exactly_the_growth_is_not_shifted_by_rounding():
             (0.0, 16), (2**15, 32), (2**16, 64), (3 * 2**15, 128)
         ]
         for k, phase in enumerate(plan.phases):
-            assert phase.lr_multiplier == pytest.approx(2 ** (-k / 2))
+            assert plan.at_tokens(phase.start_tokens).lr == pytest.approx(2 ** (-k / 2))
 
 
 def test_cap_on_coincident_milestones_leaves_no_empty_phase():
@@ -245,9 +249,15 @@ def test_cap_on_coincident_milestones_leaves_no_empty_phase():
     assert setting.lr / math.sqrt(48) == pytest.approx(base.factor(7e5) / math.sqrt(8))
 
 
+def test_cosine_to_zero_without_a_cap_is_refused_naming_the_fix():
+    base = CosineLR(total_tokens=1e7, final_factor=0.0)
+    with pytest.raises(SeesawConfigError, match="max_batch.*final_factor"):
+        Plan(base, SeesawBatch(batch_growth=2.0), PEAK, 8, 128)
+
+
 def test_cosine_to_zero_gives_a_finite_plan():
     base = CosineLR(total_tokens=1e7, final_factor=0.0)
-    plan = Plan(base, SeesawBatch(batch_growth=2.0), PEAK, 8, 128)
+    plan = Plan(base, SeesawBatch(batch_growth=2.0, max_batch=8 * 2**12), PEAK, 8, 128)
     assert 1 < len(plan.phases) < 20
     # growth stops once one step of the next batch would not fit in the tokens left
     for phase in plan.phases[1:]:

@@ -195,7 +195,7 @@ def test_normalized_sgd_seesaw_matches_lr_halving_and_the_unstable_variant_does_
     halving = Plan(_step_decay(), ConstantBatch(), lr, B0, 1)
     seesaw = Plan(_step_decay(), SeesawBatch(batch_growth=2.0), lr, B0, 1)
     with pytest.warns(SeesawStabilityWarning):
-        unstable_schedule = SeesawBatch(batch_growth=4.0, lr_cut=1.0)
+        unstable_schedule = SeesawBatch(batch_growth=4.0, lr_cut=1.0, max_batch=256 * B0)
     unstable = Plan(_step_decay(), unstable_schedule, lr, B0, 1)
     for k, start in enumerate((0.0,) + MILESTONES):
         assert seesaw.at_tokens(start).global_batch == B0 * 2**k
