@@ -1,4 +1,5 @@
-"""Gradient noise scale from a small-batch and a big-batch squared gradient norm.
+"""The simple gradient noise scale ``B_simple`` from a small-batch and a big-batch squared
+gradient norm.
 
 For gradients averaged over ``b`` samples, ``E|g_b|^2 = |G|^2 + tr(Sigma) / b``. Two batch
 sizes give two equations, solved for the unbiased pieces (McCandlish et al., 2018, App. A):
@@ -7,10 +8,15 @@ sizes give two equations, solved for the unbiased pieces (McCandlish et al., 201
     tr(Sigma) ~ (|g_small|^2 - |g_big|^2) / (1 / B_small - 1 / B_big)
 
 Each piece is noisy, so both are smoothed with an exponential moving average before their
-ratio is taken. Pure Python: callers pass floats (already all-reduced, so every rank agrees).
+ratio is taken: ``B_simple = tr(Sigma) / |G|^2`` (McCandlish et al., 2018, eq. 2.3), the
+"simple" noise scale that ignores the Hessian. A measurement with a non-finite norm (an fp16
+overflow step, a NaN loss) is skipped and counted, never folded into the averages. Pure
+Python: callers pass floats (already all-reduced, so every rank agrees).
 """
 
 from __future__ import annotations
+
+import math
 
 from dataclasses import dataclass
 from typing import Optional
@@ -20,16 +26,18 @@ __all__ = ["GradientNoiseScale", "NoiseScaleEstimate"]
 
 @dataclass(frozen=True)
 class NoiseScaleEstimate:
-    """Smoothed pieces and their ratio ``b_noise`` (None until both are positive)."""
+    """Smoothed pieces and their ratio ``b_simple`` (None until both are positive);
+    ``skipped`` counts measurements dropped for a non-finite value."""
 
     grad_sq: float
     trace_sigma: float
-    b_noise: Optional[float]
+    b_simple: Optional[float]
     samples: int
+    skipped: int = 0
 
 
 class GradientNoiseScale:
-    """EMA estimator of ``B_noise = tr(Sigma) / |G|^2``.
+    """EMA estimator of ``B_simple = tr(Sigma) / |G|^2``.
 
     Args:
         ema_decay: weight of the past in the moving averages (0 = no smoothing).
@@ -46,6 +54,7 @@ class GradientNoiseScale:
         self._trace = 0.0
         self._weight = 0.0
         self.samples = 0
+        self.skipped = 0
 
     def update(
         self, small_batch: float, small_sq_norm: float, big_batch: float, big_sq_norm: float
@@ -59,6 +68,9 @@ class GradientNoiseScale:
             big_batch - small_batch
         )
         trace = (small_sq_norm - big_sq_norm) / (1.0 / small_batch - 1.0 / big_batch)
+        if not (math.isfinite(grad_sq) and math.isfinite(trace)):
+            self.skipped += 1
+            return self.estimate()
         decay = self.ema_decay
         self._grad_sq = decay * self._grad_sq + (1 - decay) * grad_sq
         self._trace = decay * self._trace + (1 - decay) * trace
@@ -68,18 +80,20 @@ class GradientNoiseScale:
 
     def estimate(self) -> NoiseScaleEstimate:
         if self._weight == 0.0:
-            return NoiseScaleEstimate(0.0, 0.0, None, 0)
+            return NoiseScaleEstimate(0.0, 0.0, None, 0, self.skipped)
         grad_sq = self._grad_sq / self._weight
         trace = self._trace / self._weight
         ratio = trace / grad_sq if grad_sq > 0 and trace > 0 else None
-        return NoiseScaleEstimate(grad_sq, trace, ratio, self.samples)
+        return NoiseScaleEstimate(grad_sq, trace, ratio, self.samples, self.skipped)
 
     def state_dict(self) -> dict:
         return {"grad_sq": self._grad_sq, "trace": self._trace, "weight": self._weight,
-                "samples": self.samples, "ema_decay": self.ema_decay}
+                "samples": self.samples, "skipped": self.skipped,
+                "ema_decay": self.ema_decay}
 
     def load_state_dict(self, state: dict) -> None:
         self._grad_sq = float(state["grad_sq"])
         self._trace = float(state["trace"])
         self._weight = float(state["weight"])
         self.samples = int(state["samples"])
+        self.skipped = int(state.get("skipped", 0))

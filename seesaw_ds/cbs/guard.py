@@ -1,49 +1,47 @@
-"""The guard's decision: may the plan's next batch growth happen?
+"""The guard's decision: how far may the plan's batch grow at this step?
 
-The guard never edits batches by itself. When it decides to hold, it returns a new
-``max_batch`` (the current batch) for the Seesaw schedule; the caller rebuilds the plan with
-that cap, which keeps ``lr / sqrt(B)`` on the base schedule's path (the remaining decay goes
-into the LR). The decision is a pure function of the estimate and the plan, so every rank,
-fed the same all-reduced norms, decides the same.
+The guard never edits batches by itself. It keeps a list of :class:`BatchLimit` decisions
+(``cap`` = the batch it allows from that token on) and returns the plan with those limits
+applied; where a cap binds, the phase follows the base with ``lr / sqrt(B)`` on its path (the
+remaining decay goes into the LR). Every growth the plan wants is judged with the estimate
+of that moment: hold while the next batch exceeds ``safety_factor x B_simple``, grow (to
+the largest batch of the plan's ladder the estimate allows) as soon as it no longer does.
+The decision is a pure function of the estimate and the plan, so every rank, fed the same
+all-reduced norms, decides the same.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
-from typing import Optional
+from typing import List, Optional
 
 from seesaw_ds.cbs.estimator import GradientNoiseScale, NoiseScaleEstimate
 from seesaw_ds.config.section import CBSGuardSettings
-from seesaw_ds.schedules import Plan, SeesawBatch
+from seesaw_ds.schedules import BatchLimit, Plan
+from seesaw_ds.schedules.limits import limit_at
 
-__all__ = ["CriticalBatchGuard", "GuardDecision", "capped_plan"]
+__all__ = ["CriticalBatchGuard", "GuardDecision", "ladder_batches"]
 
 
 @dataclass(frozen=True)
 class GuardDecision:
-    """``hold_at`` is the batch to cap at, or None to let the plan grow."""
+    """``cap`` is the batch allowed from now on (None: no cap); ``changed`` says whether
+    this decision added a limit."""
 
-    hold_at: Optional[int]
-    next_batch: Optional[int]
-    critical_batch: Optional[float]
+    cap: Optional[int]
+    wanted_batch: int
+    limit: Optional[float]
     reason: str
+    changed: bool = False
 
 
-def capped_plan(plan: Plan, max_batch: int) -> Plan:
-    """The same plan with Seesaw's ``max_batch`` set to ``max_batch``."""
-    schedule = plan.batch_schedule
-    if not isinstance(schedule, SeesawBatch):
-        raise TypeError("the critical-batch guard only applies to batch_schedule 'seesaw'")
-    capped = dataclasses.replace(schedule, max_batch=max_batch)
-    return Plan(plan.base, capped, plan.peak_lr, plan.initial_batch, plan.seq_length,
-                micro_batch=plan.micro_batch, dp_size=plan.dp_size,
-                batch_multiple=plan.batch_multiple, min_lr=plan.min_lr,
-                growth_policy=plan.growth_policy, max_micro_batch=plan.max_micro_batch)
+def ladder_batches(plan: Plan) -> List[int]:
+    """The distinct batches of the plan's schedule, without online limits, ascending."""
+    return sorted({phase.global_batch for phase in plan.phases})
 
 
 class CriticalBatchGuard:
-    """Holds Seesaw's batch once the next planned batch passes ``safety_factor * B_noise``.
+    """Caps the plan's batch at the largest ladder batch below ``safety_factor x B_simple``.
 
     Args:
         settings: ``seesaw.cbs_guard`` options (ema_decay, safety_factor, min_samples,
@@ -53,44 +51,64 @@ class CriticalBatchGuard:
     def __init__(self, settings: CBSGuardSettings) -> None:
         self.settings = settings
         self.estimator = GradientNoiseScale(settings.ema_decay)
-        self.held_at: Optional[int] = None
+        self.limits: List[BatchLimit] = []
+
+    @property
+    def held_at(self) -> Optional[int]:
+        """The cap in force after the last decision (None: growing freely)."""
+        return self.limits[-1].cap if self.limits else None
 
     def observe(self, small_batch: float, small_sq_norm: float, big_batch: float,
                 big_sq_norm: float) -> NoiseScaleEstimate:
         return self.estimator.update(small_batch, small_sq_norm, big_batch, big_sq_norm)
 
-    def decide(self, plan: Plan, tokens: float, last_batch: int) -> GuardDecision:
-        """May the step starting at ``tokens`` use the plan's batch, after a step of
-        ``last_batch``? Only a growth is judged, with the estimate of that moment: the noise
-        scale rises as the loss falls, so an early estimate says little about a late batch."""
+    def decide(self, ladder: Plan, tokens: float, current: int) -> GuardDecision:
+        """The cap for the step starting at ``tokens`` after a step of ``current``
+        sequences; ``ladder`` is the plan without the guard's limits (its batches are the
+        ones Seesaw wants). A growth is due when the ladder wants more than ``current``,
+        and stays due (re-judged every step) while a cap holds it back."""
         estimate = self.estimator.estimate()
-        next_batch = plan.at_tokens(tokens).global_batch
-        if self.held_at is not None:
-            return GuardDecision(self.held_at, next_batch, estimate.b_noise, "already held")
-        if next_batch <= last_batch:
-            return GuardDecision(None, next_batch, estimate.b_noise, "no growth at this step")
-        if estimate.samples < self.settings.min_samples or estimate.b_noise is None:
-            return GuardDecision(None, next_batch, estimate.b_noise, "estimate not ready")
-        limit = self.settings.safety_factor * estimate.b_noise
-        if next_batch <= limit:
-            return GuardDecision(None, next_batch, limit, "below the critical batch")
-        reason = (f"next batch {next_batch} > {self.settings.safety_factor:g} x B_noise "
-                  f"= {limit:.1f}")
-        if self.settings.action == "warn":
-            return GuardDecision(None, next_batch, limit, "warn: " + reason)
-        self.held_at = last_batch
-        return GuardDecision(last_batch, next_batch, limit, reason)
+        wanted = ladder.at_tokens(tokens).global_batch
+        active = limit_at(self.limits, tokens)
+        cap = active.cap if active is not None else None
+        in_force = current if cap is None else min(cap, max(current, wanted))
+        if wanted <= in_force:
+            return GuardDecision(cap, wanted, estimate.b_simple, "no growth due")
+        if estimate.samples < self.settings.min_samples or estimate.b_simple is None:
+            reason = "estimate not ready" + (": holding" if cap is not None else "")
+            return GuardDecision(cap, wanted, None, reason)
+        return self._judge(ladder, tokens, wanted, in_force, estimate.b_simple)
 
-    def apply(self, plan: Plan, tokens: float, last_batch: int) -> tuple[Plan, GuardDecision]:
-        """Decide and return the plan to follow from ``tokens`` on (capped if held)."""
-        decision = self.decide(plan, tokens, last_batch)
-        if decision.hold_at is not None and decision.reason != "already held":
-            plan = capped_plan(plan, decision.hold_at)
-        return plan, decision
+    def _judge(self, ladder: Plan, tokens: float, wanted: int, current: int,
+               b_simple: float) -> GuardDecision:
+        limit = self.settings.safety_factor * b_simple
+        if wanted <= limit:
+            allowed: Optional[int] = None
+            reason = f"next batch {wanted} <= {self.settings.safety_factor:g} x B_simple"
+        else:
+            fitting = [b for b in ladder_batches(ladder) if current <= b <= limit]
+            allowed = max(fitting, default=current)
+            reason = (f"next batch {wanted} > {self.settings.safety_factor:g} x B_simple = "
+                      f"{limit:.1f}: " + ("holding at" if allowed == current else
+                                           "growing only to") + f" {allowed}")
+        if self.settings.action == "warn":
+            return GuardDecision(None, wanted, limit, "warn: " + reason)
+        previous = limit_at(self.limits, tokens)
+        if (previous.cap if previous is not None else None) == allowed:
+            return GuardDecision(allowed, wanted, limit, reason)
+        if previous is None and allowed is None:
+            return GuardDecision(None, wanted, limit, reason)
+        self.limits.append(BatchLimit(float(tokens), cap=allowed))
+        return GuardDecision(allowed, wanted, limit, reason, changed=True)
+
+    def plan_for(self, ladder: Plan) -> Plan:
+        """The ladder with the guard's limits applied."""
+        return ladder.with_batch_limits(self.limits)
 
     def state_dict(self) -> dict:
-        return {"estimator": self.estimator.state_dict(), "held_at": self.held_at}
+        return {"estimator": self.estimator.state_dict(),
+                "limits": [limit.to_list() for limit in self.limits]}
 
     def load_state_dict(self, state: dict) -> None:
         self.estimator.load_state_dict(state["estimator"])
-        self.held_at = state["held_at"]
+        self.limits = [BatchLimit.from_list(values) for values in state["limits"]]

@@ -9,9 +9,11 @@ Measurements (every ``PROBE_EVERY`` optimizer steps):
   the all-reduced ``.grad`` of ZeRO stage 0 read just before ``engine.step()``).
 
 Both are all-reduced, so every rank feeds the guard the same numbers and takes the same
-decision. A hold rebuilds the plan with ``max_batch`` = the current batch and hands it to
-the engine hook (``engine.seesaw.replace_plan``); checkpoints keep the guard state in
-``<tag>/cbs_guard.json`` so a resume re-applies the cap before the plan check.
+decision. After every step the guard judges the growth the plan wants next (and keeps
+re-judging while it holds one back); a changed decision rebuilds the plan from the ladder
+(the plan without the guard's limits) and hands it to the engine hook
+(``engine.seesaw.replace_plan``); checkpoints keep the guard state in
+``<tag>/cbs_guard.json`` so a resume re-applies the limits before the plan check.
 
 Limitations:
     ZeRO stage 3 (partitioned parameters) is not supported, nor ZeRO 1/2 with
@@ -25,7 +27,8 @@ import json
 import os
 from typing import Any, Callable, Optional
 
-from seesaw_ds.cbs.guard import CriticalBatchGuard, capped_plan
+from seesaw_ds.cbs.adaptive import AdaptiveGrowth
+from seesaw_ds.cbs.guard import CriticalBatchGuard
 from seesaw_ds.errors import SeesawConfigError
 
 __all__ = ["GuardDriver", "PROBE_EVERY", "check_guard_supported"]
@@ -34,32 +37,47 @@ PROBE_EVERY = 4
 GUARD_FILE = "cbs_guard.json"
 
 
+def _measuring_feature(section) -> Optional[str]:
+    """The config field whose online policy needs the noise-scale probe, if any."""
+    if section.batch_schedule_name == "adaptive":
+        return "seesaw.batch_schedule 'adaptive'"
+    return "seesaw.cbs_guard" if section.cbs_guard.enabled else None
+
+
 def check_guard_supported(section, zero_stage: int, compute_grad_norm: bool = True) -> None:
-    """Refuse (``SeesawConfigError``) an enabled guard that cannot measure in this setup.
+    """Refuse (``SeesawConfigError``) an online policy (the guard, the adaptive schedule)
+    that cannot measure in this setup.
 
     Cheap and pure, so ``seesaw_ds.train`` runs it before any process group exists.
     """
-    if not section.cbs_guard.enabled:
-        return
-    if section.batch_schedule_name != "seesaw":
+    if section.cbs_guard.enabled and section.batch_schedule_name != "seesaw":
         raise SeesawConfigError(
-            "seesaw.cbs_guard applies to batch_schedule 'seesaw' only: disable it or "
-            "switch the schedule.")
+            "seesaw.cbs_guard applies to batch_schedule 'seesaw' only (the 'adaptive' "
+            "schedule measures the critical batch itself): disable it or switch the "
+            "schedule.")
+    feature = _measuring_feature(section)
+    if feature is None:
+        return
     if zero_stage >= 3:
         raise SeesawConfigError(
-            "seesaw.cbs_guard needs ZeRO stage 0-2 (its probe reads full parameters): "
-            "lower zero_optimization.stage or disable the guard.")
+            f"{feature} needs ZeRO stage 0-2 (its probe reads full parameters): lower "
+            "zero_optimization.stage or use another schedule.")
     if zero_stage in (1, 2) and not compute_grad_norm:
         raise SeesawConfigError(
-            "seesaw.cbs_guard reads the global gradient norm, which ZeRO 1/2 skips with "
-            "zero_optimization.compute_grad_norm = false: remove that key or disable the "
-            "guard.")
+            f"{feature} reads the global gradient norm, which ZeRO 1/2 skips with "
+            "zero_optimization.compute_grad_norm = false: remove that key.")
 
 
 class GuardDriver:
-    def __init__(self, settings, engine: Any, log: Callable[[str], None]) -> None:
-        self.guard = CriticalBatchGuard(settings)
+    """Feeds an online policy (the critical-batch guard, or the adaptive schedule's growth)
+    with measurements and hands its plans to the engine hook."""
+
+    def __init__(self, policy, engine: Any, log: Callable[[str], None],
+                 name: str = "cbs_guard") -> None:
+        self.guard = policy
+        self.name = name
         self.engine = engine
+        self.ladder = engine.seesaw.plan  # the plan as configured, without the guard's limits
         self.log = log
         self.small_sq: Optional[float] = None
         self.small_batch: Optional[int] = None
@@ -72,12 +90,15 @@ class GuardDriver:
     @classmethod
     def maybe(cls, section, engine: Any, log) -> Optional["GuardDriver"]:
         """A driver if ``seesaw.cbs_guard`` is enabled, after checking it can run."""
-        if not section.cbs_guard.enabled:
+        if _measuring_feature(section) is None:
             return None
         compute_grad_norm = getattr(engine, "zero_compute_grad_norm", lambda: True)()
         check_guard_supported(section, int(engine.zero_optimization_stage()),
                               bool(compute_grad_norm))
-        return cls(section.cbs_guard, engine, log)
+        if section.batch_schedule_name == "adaptive":
+            return cls(AdaptiveGrowth(engine.seesaw.plan.batch_schedule), engine, log,
+                       name="adaptive")
+        return cls(CriticalBatchGuard(section.cbs_guard), engine, log)
 
     # ---- measurements ----------------------------------------------------------------------
 
@@ -119,18 +140,20 @@ class GuardDriver:
             if big_sq is not None and setting.global_batch > self.small_batch:
                 self.guard.observe(self.small_batch, self.small_sq, setting.global_batch,
                                    big_sq)
-        plan, decision = self.guard.apply(hook.plan, hook.consumed_tokens,
-                                          setting.global_batch)
-        if plan is not hook.plan:
-            hook.replace_plan(plan)
+        if hook.finished:
+            return
+        decision = self.guard.decide(self.ladder, hook.consumed_tokens, setting.global_batch)
+        if decision.changed:
+            hook.replace_plan(self.guard.plan_for(self.ladder))
+            _, floor, cap = self.guard.limits[-1].to_list()
             self.decisions.append({"tokens": hook.consumed_tokens, "step": hook.step,
-                                   "hold_at": decision.hold_at, "reason": decision.reason})
-            self.log(f"[cbs_guard] holding the batch at {decision.hold_at} from "
-                     f"{hook.consumed_tokens:,} tokens: {decision.reason}")
+                                   "floor": floor, "cap": cap, "reason": decision.reason})
+            self.log(f"[{self.name}] from {hook.consumed_tokens:,} tokens: "
+                     f"{decision.reason}")
         elif decision.reason.startswith("warn"):
             self.decisions.append({"tokens": hook.consumed_tokens, "step": hook.step,
                                    "reason": decision.reason})
-            self.log(f"[cbs_guard] {decision.reason}")
+            self.log(f"[{self.name}] {decision.reason}")
 
     # ---- persistence ---------------------------------------------------------------------
 
@@ -149,11 +172,12 @@ class GuardDriver:
             saved = json.load(handle)
         self.guard.load_state_dict(saved["guard"])
         self.decisions = saved["decisions"]
-        if self.guard.held_at is not None:
-            hook = self.engine.seesaw
-            hook.replace_plan(capped_plan(hook.plan, self.guard.held_at))
+        if self.guard.limits:
+            self.engine.seesaw.replace_plan(self.guard.plan_for(self.ladder))
 
     def summary(self) -> dict:
         estimate = self.guard.estimator.estimate()
-        return {"b_noise": estimate.b_noise, "measurements": estimate.samples,
-                "held_at": self.guard.held_at, "decisions": self.decisions}
+        return {"b_simple": estimate.b_simple, "measurements": estimate.samples,
+                "skipped_measurements": estimate.skipped, "held_at": self.guard.held_at,
+                "limits": [limit.to_list() for limit in self.guard.limits],
+                "decisions": self.decisions}

@@ -38,6 +38,7 @@ _SUFFIXES = {"K": 1e3, "M": 1e6, "B": 1e9, "G": 1e9, "T": 1e12}
 
 _SCHEDULE_KEYS = {
     "seesaw": {"batch_growth", "lr_cut", "max_batch", "strict"},
+    "adaptive": {"batch_growth", "lr_cut", "max_batch", "strict", "adaptive"},
     "constant": set(),
     "linear_ramp": {"final_batch", "batch_increment", "ramp_tokens", "lr_scaling"},
     "step": {"batch_steps", "lr_scaling"},
@@ -59,6 +60,7 @@ _LR_KEYS = {
     "inverse_sqrt": {"timescale_tokens"},
 }
 _CBS_GUARD_KEYS = {"enabled", "ema_decay", "safety_factor", "min_samples", "action"}
+_ADAPTIVE_KEYS = {"safety_factor", "lr_ceiling", "ema_decay", "min_samples"}
 
 
 def parse_token_count(field: str, value: Any) -> float:
@@ -241,6 +243,8 @@ def _typed_batch_options(name: str, options: Dict[str, Any], total_tokens: float
             typed[key] = value
         elif key == "batch_steps":
             typed[key] = _parse_batch_steps(value)
+        elif key == "adaptive":
+            typed.update(_parse_adaptive(value))
     if name == "linear_ramp":
         for key in ("final_batch", "batch_increment", "ramp_tokens"):
             if key not in typed:
@@ -276,6 +280,15 @@ def _parse_batch_steps(value: Any):
         )
         for i, item in enumerate(value)
     )
+
+
+def _parse_adaptive(value: Any) -> Dict[str, Any]:
+    if not isinstance(value, Mapping):
+        raise SeesawConfigError(
+            "seesaw.adaptive must be an object, e.g. {\"safety_factor\": 0.5}.")
+    _reject_unknown("seesaw.adaptive", value, _ADAPTIVE_KEYS, "")
+    return {key: _number(f"seesaw.adaptive.{key}", item, int if key == "min_samples" else float)
+            for key, item in value.items()}
 
 
 def _parse_cbs_guard(value: Any) -> CBSGuardSettings:

@@ -14,6 +14,7 @@ Each schedule is a frozen dataclass with one pure method,
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from seesaw_ds.schedules.phases import Phase
 __all__ = [
     "BatchSchedule",
     "SeesawBatch",
+    "AdaptiveBatch",
     "ConstantBatch",
     "LinearRampBatch",
     "StepBatch",
@@ -308,15 +310,59 @@ class _SeesawPhaseBuilder:
         return self.phases
 
 
+@dataclass(frozen=True)
+class AdaptiveBatch(SeesawBatch):
+    """Seesaw's staircase as an envelope, plus growth whenever the measured critical batch
+    size allows it (decided online, ``seesaw_ds.cbs.adaptive``).
+
+    The plan built offline is the Seesaw staircase (its decay-driven growth stays in force).
+    During training, after every step, the next rung (the batch in force x
+    ``batch_growth``, rounded) is taken as soon as ``safety_factor x B_simple`` (the
+    critical-batch guard's estimator) reaches it; the decision is a :class:`BatchLimit`
+    floor from that token on. Where a floor lifts the batch above the staircase, the LR
+    follows the base with ``lr = peak * f(t) * sqrt(B / B0)`` (the noise temperature
+    ``lr / sqrt(B)`` stays on the base's path), bounded by ``lr_ceiling x peak``.
+
+    Args:
+        safety_factor: grow once the next rung is <= ``safety_factor x B_simple``.
+        lr_ceiling: LR bound as a multiple of the peak (1.0: never above the tuned peak,
+            since Adam's update size scales with the LR, not the batch; above the ceiling a
+            larger batch lowers the noise temperature, like Merrill et al.'s batch warmup).
+        ema_decay / min_samples: the estimator's smoothing and the measurements needed
+            before the first decision.
+    """
+
+    safety_factor: float = 0.5
+    lr_ceiling: float = 1.0
+    ema_decay: float = 0.9
+    min_samples: int = 3
+
+    type_name: ClassVar[str] = "adaptive"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        checks = [
+            (0 < self.safety_factor < math.inf, "adaptive.safety_factor", "a finite number > 0"),
+            (1.0 <= self.lr_ceiling < math.inf, "adaptive.lr_ceiling", "a finite number >= 1"),
+            (0.0 <= self.ema_decay < 1.0, "adaptive.ema_decay", "in [0, 1)"),
+            (self.min_samples >= 1, "adaptive.min_samples", "an integer >= 1"),
+        ]
+        for ok, name, expected in checks:
+            if not ok:
+                raise SeesawConfigError(
+                    f"seesaw.{name} = {getattr(self, name.split('.')[1])!r} must be "
+                    f"{expected}.")
+
+    def largest_batch(self, initial_batch: int) -> Optional[int]:
+        return self.max_batch or AUTO_BATCH_BOUND * initial_batch
+
+
 def _close_intervals(phases: List[Phase], total: float) -> List[Phase]:
     """Set each phase's end to the next one's start and the last one's to ``total``."""
     closed = []
     for index, phase in enumerate(phases):
         end = phases[index + 1].start_tokens if index + 1 < len(phases) else total
-        closed.append(
-            Phase(phase.start_tokens, end, phase.global_batch, phase.lr_multiplier,
-                  phase.follows_base)
-        )
+        closed.append(dataclasses.replace(phase, end_tokens=end))
     return closed
 
 
@@ -487,5 +533,6 @@ class LateSwitchBatch(BatchSchedule):
 
 BATCH_SCHEDULES = {
     schedule.type_name: schedule
-    for schedule in (SeesawBatch, ConstantBatch, LinearRampBatch, StepBatch, LateSwitchBatch)
+    for schedule in (SeesawBatch, AdaptiveBatch, ConstantBatch, LinearRampBatch, StepBatch,
+                     LateSwitchBatch)
 }

@@ -14,10 +14,11 @@ import bisect
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Iterator, List, Optional, Tuple
+from typing import Iterator, List, Optional, Sequence, Tuple
 
 from seesaw_ds.errors import SeesawConfigError
 from seesaw_ds.schedules.batch_schedules import BatchSchedule, SeesawBatch
+from seesaw_ds.schedules.limits import BatchLimit, apply_batch_limits
 from seesaw_ds.schedules.lr_schedules import LRSchedule
 from seesaw_ds.schedules.phases import Phase
 
@@ -82,6 +83,8 @@ class Plan:
             peak_lr``) before the batch schedule sees it, so Seesaw stops growing where the
             floored base stops falling, and it clamps every step's LR.
         growth_policy / max_micro_batch: see :func:`layout_batch`.
+        batch_limits: online decisions (:class:`BatchLimit`) applied on top of the batch
+            schedule; ``lr_ceiling`` bounds the LR where a limit raises the batch.
 
     Note:
         Every schedule trains the same budget: the step that would pass ``total_tokens``
@@ -103,6 +106,8 @@ class Plan:
         min_lr: float = 0.0,
         growth_policy: str = "accumulation",
         max_micro_batch: Optional[int] = None,
+        batch_limits: Sequence[BatchLimit] = (),
+        lr_ceiling: Optional[float] = None,
     ) -> None:
         _validate_plan_inputs(
             peak_lr, initial_batch, seq_length, micro_batch, dp_size, min_lr,
@@ -133,8 +138,13 @@ class Plan:
                 f"{self.batch_multiple} (micro-batch x data-parallel size, or "
                 "seesaw.batch_multiple): change one of them."
             )
+        self.batch_limits: Tuple[BatchLimit, ...] = tuple(batch_limits)
+        if lr_ceiling is None:
+            lr_ceiling = getattr(batch_schedule, "lr_ceiling", None)
+        self.lr_ceiling = lr_ceiling
         raw = batch_schedule.phases(self.base, self.initial_batch, self.batch_multiple,
                                     seq_length)
+        raw = apply_batch_limits(raw, self.batch_limits, self.initial_batch, lr_ceiling)
         self.phases: Tuple[Phase, ...] = tuple(self._lay_out(phase) for phase in raw)
         self._starts = [phase.start_tokens for phase in self.phases]
 
@@ -143,8 +153,15 @@ class Plan:
             phase.global_batch, self.dp_size, self.micro_batch,
             self.max_micro_batch, self.growth_policy,
         )
-        return Phase(phase.start_tokens, phase.end_tokens, phase.global_batch,
-                     phase.lr_multiplier, phase.follows_base, micro, accum)
+        return dataclasses.replace(phase, micro_batch=micro, grad_accum=accum)
+
+    def with_batch_limits(self, limits: Sequence[BatchLimit]) -> "Plan":
+        """The same plan with ``limits`` (replacing its own) applied."""
+        return Plan(self.base, self.batch_schedule, self.peak_lr, self.initial_batch,
+                    self.seq_length, micro_batch=self.micro_batch, dp_size=self.dp_size,
+                    batch_multiple=self.batch_multiple, min_lr=self.min_lr,
+                    growth_policy=self.growth_policy, max_micro_batch=self.max_micro_batch,
+                    batch_limits=limits, lr_ceiling=self.lr_ceiling)
 
     # ---- lookups -------------------------------------------------------------------------
 
@@ -316,6 +333,7 @@ class Plan:
             "step_saving": 1.0 - steps / baseline,
             "continuous_limit_saving": self.continuous_limit_saving(),
             "megatron_step_batch_size_schedule": self.megatron_step_schedule(),
+            "batch_limits": [limit.to_list() for limit in self.batch_limits],
             "phases": phases,
         }
 

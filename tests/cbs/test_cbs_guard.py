@@ -1,6 +1,7 @@
-"""The critical-batch guard: the estimator recovers a known noise scale; the guard holds
-Seesaw's growth exactly when the next batch passes it, and the held plan keeps lr/sqrt(B) on
-the base path."""
+"""The critical-batch guard: the estimator recovers a known noise scale (B_simple) and skips
+non-finite measurements; the guard holds Seesaw's growth while the next batch passes
+``safety_factor x B_simple``, re-judges every step and grows again once the estimate allows,
+and the held plan keeps lr/sqrt(B) on the base path."""
 
 import math
 import random
@@ -8,9 +9,8 @@ import random
 import pytest
 
 from seesaw_ds.cbs import CriticalBatchGuard, GradientNoiseScale
-from seesaw_ds.cbs.guard import capped_plan
 from seesaw_ds.config import CBSGuardSettings
-from seesaw_ds.schedules import CosineLR, Plan, SeesawBatch
+from seesaw_ds.schedules import BatchLimit, CosineLR, Plan, SeesawBatch
 
 
 def _mean_gradient_sq_norm(rng, true_gradient, noise_std, batch):
@@ -32,17 +32,35 @@ def test_estimator_recovers_the_noise_scale_of_synthetic_gradients():
         small = _mean_gradient_sq_norm(rng, true_gradient, noise_std, 64)
         big = _mean_gradient_sq_norm(rng, true_gradient, noise_std, 1024)
         estimate = estimator.update(64, small, 1024, big)
-    assert estimate.b_noise == pytest.approx(expected, rel=0.15)
+    assert estimate.b_simple == pytest.approx(expected, rel=0.15)
     assert estimate.grad_sq == pytest.approx(2.0, rel=0.15)
 
 
 def test_estimator_has_no_ratio_before_its_pieces_are_positive():
     estimator = GradientNoiseScale(0.9)
-    assert estimator.estimate().b_noise is None
+    assert estimator.estimate().b_simple is None
     estimate = estimator.update(8, 1.0, 64, 2.0)  # big norm above small: noise estimate < 0
-    assert estimate.b_noise is None
+    assert estimate.b_simple is None
     with pytest.raises(ValueError):
         estimator.update(64, 1.0, 64, 1.0)
+
+
+def test_estimator_skips_and_counts_non_finite_measurements():
+    """Regression: one inf norm (an fp16 overflow step) used to leave the estimate None
+    forever."""
+    estimator = GradientNoiseScale(0.5)
+    for _ in range(3):
+        estimator.update(8, 1 + 100 / 8, 64, 1 + 100 / 64)
+    before = estimator.estimate()
+    for bad in (math.inf, math.nan):
+        estimate = estimator.update(8, bad, 64, 1.0)
+        assert estimate.b_simple == pytest.approx(before.b_simple)
+    assert estimate.skipped == 2 and estimate.samples == 3
+    estimate = estimator.update(8, 1 + 100 / 8, 64, 1 + 100 / 64)
+    assert estimate.b_simple == pytest.approx(100.0) and estimate.samples == 4
+    restored = GradientNoiseScale(0.5)
+    restored.load_state_dict(estimator.state_dict())
+    assert restored.estimate() == estimator.estimate()
 
 
 def _plan():
@@ -52,81 +70,112 @@ def _plan():
                 dp_size=1)
 
 
-def _feed(guard, b_noise, times=10):
-    # Noise-free inputs that solve to |G|^2 = 1 and tr(Sigma) = b_noise exactly.
+def _guard(**options):
+    settings = dict(enabled=True, ema_decay=0.0, min_samples=1, safety_factor=1.0)
+    settings.update(options)
+    return CriticalBatchGuard(CBSGuardSettings(**settings))
+
+
+def _feed(guard, b_simple, times=10):
+    # Noise-free inputs that solve to |G|^2 = 1 and tr(Sigma) = b_simple exactly.
     for _ in range(times):
-        guard.observe(8, 1 + b_noise / 8, 64, 1 + b_noise / 64)
+        guard.observe(8, 1 + b_simple / 8, 64, 1 + b_simple / 64)
 
 
 def test_guard_lets_growth_through_below_the_critical_batch():
     plan = _plan()
-    guard = CriticalBatchGuard(CBSGuardSettings(enabled=True, ema_decay=0.5, min_samples=3))
-    _feed(guard, b_noise=1000.0)
+    guard = _guard()
+    _feed(guard, b_simple=1000.0)
     tokens = plan.phases[2].start_tokens  # the growth 32 -> 64 is due
-    new_plan, decision = guard.apply(plan, tokens, last_batch=32)
-    assert decision.hold_at is None and decision.next_batch == 64
-    assert decision.reason == "below the critical batch"
-    assert new_plan is plan
+    decision = guard.decide(plan, tokens, current=32)
+    assert decision.cap is None and decision.wanted_batch == 64 and not decision.changed
+    assert guard.limits == [] and guard.plan_for(plan).phases == plan.phases
 
 
 def test_guard_waits_for_enough_measurements():
-    guard = CriticalBatchGuard(CBSGuardSettings(enabled=True, min_samples=5))
-    _feed(guard, b_noise=10.0, times=4)
+    guard = _guard(min_samples=5)
+    _feed(guard, b_simple=10.0, times=4)
     plan = _plan()
     assert guard.decide(plan, plan.phases[2].start_tokens, 32).reason == "estimate not ready"
-    assert guard.decide(plan, 1.0e6, 32).reason == "no growth at this step"
+    assert guard.decide(plan, 1.0e6, 32).reason == "no growth due"
 
 
-def test_guard_holds_the_batch_past_the_critical_batch_and_moves_decay_into_lr():
+def test_guard_holds_past_the_critical_batch_and_moves_decay_into_lr():
     plan = _plan()
     tokens = plan.phases[3].start_tokens  # the growth 64 -> 128 is due
     assert plan.at_tokens(tokens).global_batch == 128
-    guard = CriticalBatchGuard(CBSGuardSettings(enabled=True, ema_decay=0.5, min_samples=3,
-                                                safety_factor=1.0))
-    _feed(guard, b_noise=100.0)  # a step of 64 done, next planned batch 128 > 100: hold
-    assert guard.decide(plan, plan.phases[2].start_tokens, 32).reason == "below the critical batch"
-    held, decision = guard.apply(plan, tokens, last_batch=64)
-    assert decision.hold_at == 64 and decision.next_batch == 128
-    assert max(p.global_batch for p in held.phases) == 64
-    assert held.at_tokens(tokens).global_batch == 64
-    # Until the milestone where the batch would have grown, nothing changes...
+    guard = _guard()
+    _feed(guard, b_simple=100.0)  # a step of 64 done, next planned batch 128 > 100: hold
+    decision = guard.decide(plan, tokens, current=64)
+    assert decision.cap == 64 and decision.wanted_batch == 128 and decision.changed
+    held = guard.plan_for(plan)
+    assert held.batch_limits == (BatchLimit(tokens, cap=64),)
+    # Before the decision nothing changes...
     assert held.at_tokens(2.5e6) == plan.at_tokens(2.5e6)
     # ...from there on the batch stays and lr / sqrt(B) follows the base path.
-    growth_at = plan.phases[3].start_tokens
-    assert plan.phases[3].global_batch == 128 and held.phases[3].global_batch == 64
-    for later in (growth_at, 3.5e6, 3.9e6):
+    for later in (tokens, 3.5e6, 3.9e6):
         setting = held.at_tokens(later)
         assert setting.global_batch == 64
         assert setting.lr / math.sqrt(64) == pytest.approx(
             1e-3 * plan.base.factor(later) / math.sqrt(32), rel=1e-12)
     assert held.optimizer_steps > plan.optimizer_steps
-    again, second = guard.apply(held, tokens + 1e5, last_batch=64)
-    assert second.reason == "already held" and again is held
+    # the next step re-judges with the same estimate: still held, nothing new
+    again = guard.decide(plan, tokens + 1e5, current=64)
+    assert again.cap == 64 and not again.changed and len(guard.limits) == 1
+
+
+def test_a_hold_is_lifted_when_the_estimate_grows_and_growth_continues_on_the_path():
+    """Regression: a hold used to be permanent although the estimate grows ~5x over a run."""
+    plan = _plan()
+    tokens = plan.phases[3].start_tokens
+    guard = _guard()
+    _feed(guard, b_simple=100.0)
+    guard.decide(plan, tokens, current=64)
+    _feed(guard, b_simple=1000.0)  # the noise scale has risen
+    later = tokens + 2e5
+    decision = guard.decide(plan, later, current=64)
+    assert decision.cap is None and decision.changed
+    resumed = guard.plan_for(plan)
+    assert resumed.batch_limits == (BatchLimit(tokens, cap=64), BatchLimit(later, cap=None))
+    assert resumed.at_tokens(tokens + 1e5).global_batch == 64
+    setting = resumed.at_tokens(later)
+    ladder = plan.at_tokens(later)  # back on the Seesaw staircase
+    assert (setting.lr, setting.global_batch) == (ladder.lr, ladder.global_batch)
+    # the staircase keeps lr / sqrt(B) on the base path at its milestone, within one growth
+    ratio = (setting.lr / math.sqrt(setting.global_batch)) / (
+        1e-3 * plan.base.factor(later) / math.sqrt(32))
+    assert 1.0 <= ratio <= 2.0
+
+
+def test_a_rising_estimate_grows_the_batch_only_as_far_as_it_allows():
+    base = CosineLR(total_tokens=4e6, final_factor=0.05)
+    plan = Plan(base, SeesawBatch(batch_growth=2.0, max_batch=512), 1e-3, 32, 128)
+    late = plan.phases[4].start_tokens  # the ladder wants 512 here
+    assert plan.at_tokens(late).global_batch == 512
+    guard = _guard()
+    _feed(guard, b_simple=40.0)
+    assert guard.decide(plan, plan.phases[1].start_tokens, current=32).cap == 32
+    _feed(guard, b_simple=200.0)  # 64 and 128 fit, 256 does not
+    decision = guard.decide(plan, late, current=32)
+    assert decision.cap == 128 and decision.changed
+    assert guard.plan_for(plan).at_tokens(late).global_batch == 128
 
 
 def test_guard_in_warn_mode_reports_without_capping():
     plan = _plan()
-    guard = CriticalBatchGuard(CBSGuardSettings(enabled=True, ema_decay=0.5, min_samples=1,
-                                                action="warn"))
-    _feed(guard, b_noise=50.0)
-    new_plan, decision = guard.apply(plan, plan.phases[2].start_tokens, last_batch=32)
-    assert decision.hold_at is None and decision.reason.startswith("warn")
-    assert new_plan is plan
+    guard = _guard(action="warn")
+    _feed(guard, b_simple=50.0)
+    decision = guard.decide(plan, plan.phases[2].start_tokens, current=32)
+    assert decision.cap is None and decision.reason.startswith("warn")
+    assert guard.limits == []
 
 
 def test_guard_state_round_trips():
-    guard = CriticalBatchGuard(CBSGuardSettings(enabled=True, ema_decay=0.5, min_samples=1))
-    _feed(guard, b_noise=100.0)
-    guard.apply(_plan(), _plan().phases[3].start_tokens, last_batch=64)
-    restored = CriticalBatchGuard(CBSGuardSettings(enabled=True, ema_decay=0.5, min_samples=1))
+    guard = _guard()
+    _feed(guard, b_simple=100.0)
+    guard.decide(_plan(), _plan().phases[3].start_tokens, current=64)
+    restored = _guard()
     restored.load_state_dict(guard.state_dict())
-    assert restored.held_at == 64
+    assert restored.held_at == 64 and restored.limits == guard.limits
     assert restored.estimator.estimate() == guard.estimator.estimate()
-
-
-def test_capped_plan_refuses_non_seesaw_schedules():
-    from seesaw_ds.schedules import ConstantBatch
-
-    plan = Plan(_plan().base, ConstantBatch(), 1e-3, 32, 128, micro_batch=8)
-    with pytest.raises(TypeError):
-        capped_plan(plan, 32)
+    assert restored.plan_for(_plan()).phases == guard.plan_for(_plan()).phases

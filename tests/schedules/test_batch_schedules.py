@@ -30,7 +30,8 @@ def _megatron_rampup_batch(consumed, start, increment, final, ramp):
 
 
 def test_registry_names():
-    assert set(BATCH_SCHEDULES) == {"seesaw", "constant", "linear_ramp", "step", "late_switch"}
+    assert set(BATCH_SCHEDULES) == {"seesaw", "adaptive", "constant", "linear_ramp", "step",
+                                    "late_switch"}
 
 
 def test_constant_batch_follows_the_base():
