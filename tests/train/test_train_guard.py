@@ -71,7 +71,7 @@ def test_guard_holds_the_batch_and_the_lr_follows_the_capped_plan(held):
     assert uncapped[step] > held_at  # the decision stopped a growth that was due
     batches = [int(r["global_batch"]) for r in rows]
     assert batches[:step] == uncapped[:step]
-    assert set(batches[step:]) == {held_at}
+    assert set(batches[step:-1]) == {held_at} and batches[-1] <= held_at  # short last step
 
     capped = plan.with_batch_limits([BatchLimit(decision["tokens"], cap=held_at)])
     assert guard["limits"] == [[decision["tokens"], None, held_at]]

@@ -1,0 +1,205 @@
+"""The multi-seed frontier sweep: cell configs, aggregation (mean +- standard error, paired
+gaps), frontier analysis and the figure. Pure except :func:`plot_frontier` (matplotlib).
+
+A cell is (schedule, B0, seed). Every cell of one seed shares the model init (``seed``) and
+the global sample order (``seesaw.data_seed``), so the comparisons at one seed are paired.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+
+__all__ = ["Cell", "SCHEDULES", "ds_config_of", "run_config_of", "aggregate",
+           "paired_gaps", "frontier_report", "format_frontier_table", "plot_frontier"]
+
+SEQ = 128
+PEAK_LR = 3e-3
+MICRO = 4
+SCHEDULES = ("cosine", "seesaw", "adaptive", "late_switch", "seesaw_guard")
+
+
+@dataclass(frozen=True)
+class Cell:
+    schedule: str
+    b0: int
+    seed: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.schedule}_b{self.b0}_s{self.seed}"
+
+    @classmethod
+    def parse(cls, text: str) -> "Cell":
+        """``schedule@B0/sSEED``, e.g. ``seesaw@32/s1``."""
+        schedule, rest = text.split("@")
+        b0, seed = rest.split("/s")
+        return cls(schedule, int(b0), int(seed))
+
+    def label(self) -> str:
+        return f"{self.schedule}@{self.b0}/s{self.seed}"
+
+
+def _seesaw_section(cell: Cell, tokens: float, guard_safety: float,
+                    adaptive_safety: float) -> Dict:
+    section: Dict = {
+        "total_tokens": tokens, "seq_length": SEQ, "batch_multiple": MICRO,
+        "growth_policy": "micro_batch_first", "max_micro_batch": 16,
+        "data_seed": 1234 + cell.seed,
+        "lr_schedule": {"type": "cosine", "warmup_fraction": 0.1, "warmup_start_factor": 0.1,
+                        "final_factor": 0.1},
+    }
+    if cell.schedule == "cosine":
+        section["batch_schedule"] = "constant"
+    elif cell.schedule in ("seesaw", "seesaw_guard"):
+        section.update(batch_schedule="seesaw", batch_growth=1.1)
+        if cell.schedule == "seesaw_guard":
+            section["cbs_guard"] = {"enabled": True, "safety_factor": guard_safety,
+                                    "ema_decay": 0.9, "min_samples": 3}
+    elif cell.schedule == "adaptive":
+        section.update(batch_schedule="adaptive", batch_growth=1.1,
+                       adaptive={"safety_factor": adaptive_safety, "ema_decay": 0.9,
+                                 "min_samples": 3, "lr_ceiling": 1.0})
+    elif cell.schedule == "late_switch":
+        section.update(batch_schedule="late_switch", switch_fraction=0.7,
+                       switch_batch=4 * cell.b0, lr_scaling="none")
+    else:
+        raise ValueError(f"unknown schedule {cell.schedule!r}; use one of {SCHEDULES}")
+    return section
+
+
+def ds_config_of(cell: Cell, tokens: float, guard_safety: float = 1.0,
+                 adaptive_safety: float = 0.5) -> Dict:
+    """The DeepSpeed config of a cell (one rank, fp32, torch AdamW 0.9/0.95)."""
+    return {
+        "train_batch_size": cell.b0, "train_micro_batch_size_per_gpu": MICRO,
+        "gradient_clipping": 1.0, "steps_per_print": 10**9,
+        "optimizer": {"type": "AdamW", "params": {
+            "lr": PEAK_LR, "betas": [0.9, 0.95], "eps": 1e-8, "weight_decay": 0.0,
+            "torch_adam": True}},
+        "zero_optimization": {"stage": 0},
+        "seesaw": _seesaw_section(cell, tokens, guard_safety, adaptive_safety),
+    }
+
+
+def run_config_of(cell: Cell, tokens: float, prepared_dir: str, output_dir: str) -> Dict:
+    return {
+        "model": {"shape": "micro"},
+        "data": {"prepared_dir": prepared_dir, "vocab_size": 2048},
+        "eval": {"interval_tokens": tokens / 4, "batches": 16, "batch_size": 32},
+        "output_dir": output_dir, "seed": cell.seed, "name": cell.schedule,
+    }
+
+
+# ---- aggregation -----------------------------------------------------------------------------
+
+def _mean_se(values: Sequence[float]) -> Tuple[float, float]:
+    mean = statistics.fmean(values)
+    se = statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else math.nan
+    return mean, se
+
+
+def aggregate(runs: Iterable[Dict]) -> List[Dict]:
+    """One row per (schedule, b0): mean +- SE of the final loss and mean steps."""
+    groups: Dict[Tuple[str, int], List[Dict]] = {}
+    for run in runs:
+        groups.setdefault((run["schedule"], run["b0"]), []).append(run)
+    rows = []
+    for (schedule, b0), group in sorted(groups.items(), key=lambda item: (item[0][1],
+                                                                         item[0][0])):
+        loss, se = _mean_se([run["final_val_loss"] for run in group])
+        steps = statistics.fmean(run["optimizer_steps"] for run in group)
+        rows.append({"schedule": schedule, "b0": b0, "seeds": len(group), "loss": loss,
+                     "loss_se": se, "steps": steps,
+                     "tokens": statistics.fmean(run["tokens"] for run in group)})
+    return rows
+
+
+def paired_gaps(runs: Sequence[Dict], reference: Tuple[str, int]) -> List[Dict]:
+    """Per (schedule, b0): mean +- SE over seeds of the relative loss gap to ``reference``
+    (schedule, b0) at the same seed, and the mean steps ratio."""
+    by_key = {(run["schedule"], run["b0"], run["seed"]): run for run in runs}
+    out = []
+    for schedule, b0 in sorted({(r["schedule"], r["b0"]) for r in runs},
+                               key=lambda key: (key[1], key[0])):
+        gaps, ratios = [], []
+        for seed in sorted({r["seed"] for r in runs}):
+            run, ref = by_key.get((schedule, b0, seed)), by_key.get((*reference, seed))
+            if run is None or ref is None:
+                continue
+            gaps.append(run["final_val_loss"] / ref["final_val_loss"] - 1.0)
+            ratios.append(run["optimizer_steps"] / ref["optimizer_steps"])
+        if gaps:
+            gap, se = _mean_se(gaps)
+            out.append({"schedule": schedule, "b0": b0, "gap": gap, "gap_se": se,
+                        "steps_ratio": statistics.fmean(ratios), "pairs": len(gaps)})
+    return out
+
+
+def frontier_report(runs: Sequence[Dict]) -> Dict:
+    """The best cosine (lowest mean loss over B0) and each schedule's best point that
+    reaches it within max(SE of the paired difference, 0.2%), with the fewest steps."""
+    rows = aggregate(runs)
+    cosine = [row for row in rows if row["schedule"] == "cosine"]
+    if not cosine:
+        return {}
+    best = min(cosine, key=lambda row: row["loss"])
+    gaps = paired_gaps(runs, ("cosine", best["b0"]))
+    reached = []
+    for gap in gaps:
+        tolerance = max(gap["gap_se"] if math.isfinite(gap["gap_se"]) else 0.0, 0.002)
+        gap["reaches_best_cosine"] = gap["gap"] <= tolerance
+        if gap["reaches_best_cosine"] and gap["schedule"] != "cosine":
+            reached.append(gap)
+    winner = min(reached, key=lambda gap: gap["steps_ratio"], default=None)
+    return {"best_cosine": best, "vs_best_cosine": gaps, "fewest_steps_at_best_loss": winner}
+
+
+def format_frontier_table(runs: Sequence[Dict]) -> str:
+    rows = aggregate(runs)
+    lines = ["| B0 | schedule | seeds | final val loss (mean +- SE) | gap vs cosine same B0 "
+             "(paired, mean +- SE) | steps | steps vs cosine |",
+             "|---|---|---|---|---|---|---|"]
+    for row in rows:
+        same = {g["schedule"]: g for g in paired_gaps(runs, ("cosine", row["b0"]))
+                if g["b0"] == row["b0"]}.get(row["schedule"])
+        gap = (f"{100 * same['gap']:+.2f}% +- {100 * same['gap_se']:.2f}%"
+               if same and row["schedule"] != "cosine" else "-")
+        ratio = f"{same['steps_ratio']:.3f}" if same else "-"
+        lines.append(f"| {row['b0']} | {row['schedule']} | {row['seeds']} | "
+                     f"{row['loss']:.4f} +- {row['loss_se']:.4f} | {gap} | "
+                     f"{row['steps']:.0f} | {ratio} |")
+    return "\n".join(lines)
+
+
+def plot_frontier(runs: Sequence[Dict], path: str, title: Optional[str] = None) -> None:
+    """Final loss against optimizer steps, one line per schedule across B0 (log steps)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = aggregate(runs)
+    figure, axis = plt.subplots(figsize=(7, 4.5))
+    for schedule in SCHEDULES:
+        points = sorted((row["steps"], row["loss"], row["loss_se"], row["b0"])
+                        for row in rows if row["schedule"] == schedule)
+        if not points:
+            continue
+        steps, losses, errors, b0s = zip(*points)
+        errors = [0.0 if not math.isfinite(e) else e for e in errors]
+        axis.errorbar(steps, losses, yerr=errors, marker="o", capsize=3, label=schedule)
+        for x, y, b0 in zip(steps, losses, b0s):
+            axis.annotate(f"{b0}", (x, y), textcoords="offset points", xytext=(4, 4),
+                          fontsize=7)
+    axis.set_xscale("log")
+    axis.set_xlabel("optimizer steps (log)")
+    axis.set_ylabel("final validation loss (mean +- SE over seeds)")
+    axis.set_title(title or "Frontier: final loss vs optimizer steps (labels: B0)")
+    axis.grid(alpha=0.3)
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
