@@ -19,7 +19,6 @@ data is random tokens (no corpus on the GPU machine): losses are not meaningful 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import socket
 import statistics
@@ -121,7 +120,7 @@ def train_and_check(s: dict, gpu: bool, schedule: str) -> dict:
         model=model, model_parameters=model.parameters(),
         training_data=_Tokens(len(planned) * 64 + 1024, s["seq"], s["vocab"]), config=config)
     hook = engine.seesaw
-    mismatches, times, tokens_done = [], [], 0
+    mismatches, times = [], []
     started = None
     for batch in loader:
         if started is None:
@@ -136,12 +135,11 @@ def train_and_check(s: dict, gpu: bool, schedule: str) -> dict:
             continue
         _sync(gpu)
         step = hook.step - 1
-        _, tokens, expected = planned[step]
+        expected = planned[step][2]
         if global_batch != expected.global_batch or abs(lr - expected.lr) > 1e-12 * expected.lr:
             mismatches.append({"step": step, "batch": global_batch, "planned_batch":
                                expected.global_batch, "lr": lr, "planned_lr": expected.lr})
         times.append(time.perf_counter() - started)
-        tokens_done += global_batch * s["seq"]
         started = None
     engine.destroy()
     steady = times[len(times) // 10:] or times  # skip warm-up (kernel autotuning, JIT)
@@ -154,7 +152,7 @@ def train_and_check(s: dict, gpu: bool, schedule: str) -> dict:
             "final_batch": planned[-1][2].global_batch}
 
 
-def _timed_steps(engine, loader, steps: int, gpu: bool, seesaw: bool):
+def _timed_steps(engine, loader, steps: int, gpu: bool):
     times, iterator = [], iter(loader)
     for _ in range(steps):
         _sync(gpu)
@@ -197,7 +195,7 @@ def ab_overhead(s: dict, gpu: bool) -> dict:
                 engine, _, loader, _ = seesaw_ds.initialize(
                     model=model, model_parameters=model.parameters(), training_data=data,
                     config=_ds_config(s, gpu, section))
-            times = _timed_steps(engine, loader, s["ab_steps"], gpu, name == "seesaw")
+            times = _timed_steps(engine, loader, s["ab_steps"], gpu)
             result[name] = statistics.median(t[clock] for t in times)
             engine.destroy()
             medians[name].append(result[name])

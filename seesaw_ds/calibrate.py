@@ -168,9 +168,8 @@ def calibrate(run_config: str, ds_config_path: str, micro_sizes: Optional[Sequen
     """Measure and return the throughput mapping (validated like a file)."""
     from seesaw_ds.config import load_config_file, seesaw_section_of
     from seesaw_ds.layout import throughput_from_dict
-    from seesaw_ds.run_config import load_run_config
 
-    run = load_run_config(run_config)
+    shape, vocab = _model_of(run_config)
     ds_config = load_config_file(ds_config_path)
     section = seesaw_section_of(ds_config)
     sizes = sorted(set(micro_sizes or default_micro_sizes(ds_config)))
@@ -179,7 +178,6 @@ def calibrate(run_config: str, ds_config_path: str, micro_sizes: Optional[Sequen
     if repeats < 1:
         raise SeesawConfigError(f"--repeats = {repeats} must be >= 1.")
     bf16 = bool((ds_config.get("bf16") or {}).get("enabled"))
-    vocab = run.data.vocab_size if run.data.tokenizer_model is None else None
     bar = None
     if progress:
         from tqdm import tqdm
@@ -193,8 +191,7 @@ def calibrate(run_config: str, ds_config_path: str, micro_sizes: Optional[Sequen
             bar.set_postfix_str(label)
 
     seconds, optimizer_seconds, grad_bytes, device = measure_compute(
-        run.model.shape, vocab or _shape_vocab(run.model.shape), section.seq_length, sizes,
-        repeats, bf16, tick)
+        shape, vocab, section.seq_length, sizes, repeats, bf16, tick)
     tick("all-reduce")
     all_sizes = sorted(set(_ALLREDUCE_SIZES) | {grad_bytes})
     times, source = measure_allreduce(all_sizes, repeats)
@@ -205,7 +202,7 @@ def calibrate(run_config: str, ds_config_path: str, micro_sizes: Optional[Sequen
     data = {
         "source": "measured by seesaw-ds calibrate",
         "device": device,
-        "model_shape": run.model.shape,
+        "model_shape": shape,
         "seq_length": section.seq_length,
         "dtype": "bf16" if bf16 else "fp32",
         "allreduce_source": source,
@@ -220,7 +217,21 @@ def calibrate(run_config: str, ds_config_path: str, micro_sizes: Optional[Sequen
     return data
 
 
-def _shape_vocab(shape: str) -> int:
+def _model_of(run_config: str):
+    """(shape, vocab size) from a run config's ``model`` and ``data`` sections only, so that
+    the launch templates with ``${VAR}`` paths work unresolved. With a tokenizer model the
+    vocabulary is the shape's default (the tokenizer is not read here)."""
+    from seesaw_ds.config import load_config_file
     from seesaw_ds.model.shapes import model_config
 
-    return model_config(shape).vocab_size
+    raw = load_config_file(run_config)
+    model, data = raw.get("model") or {}, raw.get("data") or {}
+    if not isinstance(model, dict) or not isinstance(data, dict):
+        raise SeesawConfigError(f"run config {run_config}: model and data must be mappings.")
+    shape = model.get("shape", "tiny")
+    default = model_config(shape).vocab_size  # an unknown shape is refused here
+    vocab = data.get("vocab_size", 2048) if data.get("tokenizer_model") is None else default
+    if isinstance(vocab, bool) or not isinstance(vocab, int) or vocab < 1:
+        raise SeesawConfigError(f"run config {run_config}: data.vocab_size = {vocab!r} must "
+                                "be a positive integer.")
+    return shape, vocab

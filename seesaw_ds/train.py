@@ -17,7 +17,7 @@ process group exists, prepares the data on rank 0 (reused when unchanged), train
   rank count: ``seesaw.batch_multiple``).
 - ``--stop-at-tokens T`` ends the job at the first step boundary at or past ``T`` tokens
   with a checkpoint (a phase start from ``seesaw-ds plan --max-ranks`` makes it the end of
-  one job of a growing chain; ``launch/grow_chain.sh``).
+  one job of a growing chain; ``launch/grow_chain.py``).
 """
 
 from __future__ import annotations
@@ -83,8 +83,8 @@ def _validate(args: argparse.Namespace):
 
 def _resume_universal_if_resharding(ds_config: dict, checkpoint_dir: str, world: int) -> None:
     """A ZeRO >= 1 checkpoint saved on another rank count loads through its universal copy."""
-    from seesaw_ds.deepspeed_adapter.universal import UNIVERSAL_LATEST, checkpoint_layout
     from seesaw_ds.deepspeed_adapter.checkpoint import read_latest
+    from seesaw_ds.deepspeed_adapter.universal import UNIVERSAL_LATEST, checkpoint_layout
 
     layout = checkpoint_layout(checkpoint_dir)
     if layout is None or layout["zero_stage"] == 0:

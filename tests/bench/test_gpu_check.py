@@ -3,7 +3,6 @@ shape, real DeepSpeed engines, cosine and Seesaw checked step by step against th
 writes its JSON summary."""
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path

@@ -39,3 +39,10 @@ def test_calibrate_bad_config_is_one_line(tmp_path):
                   str(tmp_path / "tp.json"))
     assert result.returncode == 2
     assert "missing.json" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_calibrate_reads_only_the_model_of_an_unresolved_launch_template():
+    from seesaw_ds.calibrate import _model_of
+
+    assert _model_of(str(REPO / "launch/run_configs/paper_150m.yaml")) == ("150m", 32128)
+    assert _model_of(str(REPO / "launch/run_configs/tiny.yaml")) == ("tiny", 2048)
