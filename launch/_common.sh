@@ -11,7 +11,7 @@ seesaw_pick() {
     [ "$#" -ge 3 ] \
         || seesaw_die "usage: $0 MODEL BATCH SCHEDULE [TRAIN_ARGS...], e.g. $0 150m 256 seesaw"
     RUN_NAME="$1_b$2_$3"
-    DS_CONFIG="$PWD/ds_configs/$RUN_NAME.json"
+    DS_CONFIG="${SEESAW_DS_CONFIG:-$PWD/ds_configs/$RUN_NAME.json}"
     RUN_TEMPLATE="${SEESAW_RUN_CONFIG:-launch/run_configs/paper_$1.yaml}"
     RUN_DIR="${SEESAW_RESULTS:-results/paper}/$RUN_NAME"
     case "$RUN_DIR" in /*) ;; *) RUN_DIR="$PWD/$RUN_DIR" ;; esac

@@ -12,7 +12,12 @@ process group exists, prepares the data on rank 0 (reused when unchanged), train
 - ``steps.csv``: per optimizer step: tokens, LR, global batch, micro-batch, GAS, train loss,
 - ``summary.json``: final validation loss, optimizer steps, tokens, wall seconds, schedule,
 - DeepSpeed checkpoints (``checkpoint.interval_tokens`` and at the end); ``--resume``
-  continues from the latest one.
+  continues from the latest one, also on another number of ranks (a ZeRO >= 1 checkpoint
+  first converted with ``seesaw-ds universal CKPT_DIR``; the plan must not depend on the
+  rank count: ``seesaw.batch_multiple``).
+- ``--stop-at-tokens T`` ends the job at the first step boundary at or past ``T`` tokens
+  with a checkpoint (a phase start from ``seesaw-ds plan --max-ranks`` makes it the end of
+  one job of a growing chain; ``launch/grow_chain.py``).
 """
 
 from __future__ import annotations
@@ -43,6 +48,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         help="continue from the latest checkpoint in the checkpoint dir")
     parser.add_argument("--max-steps", type=int, default=None,
                         help="stop after this many optimizer steps (smoke tests)")
+    parser.add_argument("--stop-at-tokens", default=None,
+                        help="checkpoint and stop at the first step boundary at or past this "
+                        "many tokens (e.g. a phase start: grow the job from there)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--local_rank", "--local-rank", type=int,
                         default=int(os.environ.get("LOCAL_RANK", -1)))
@@ -64,7 +72,33 @@ def _validate(args: argparse.Namespace):
     _check_guard(validated)
     if args.max_steps is not None and args.max_steps < 1:
         raise SeesawConfigError(f"--max-steps = {args.max_steps} must be >= 1.")
+    if args.stop_at_tokens is not None:
+        from seesaw_ds.config import parse_token_count
+
+        args.stop_at_tokens = parse_token_count("--stop-at-tokens", args.stop_at_tokens)
+    if args.resume:
+        _resume_universal_if_resharding(ds_config, run.checkpoint_dir, world)
     return run, ds_config, validated
+
+
+def _resume_universal_if_resharding(ds_config: dict, checkpoint_dir: str, world: int) -> None:
+    """A ZeRO >= 1 checkpoint saved on another rank count loads through its universal copy."""
+    from seesaw_ds.deepspeed_adapter.checkpoint import read_latest
+    from seesaw_ds.deepspeed_adapter.universal import UNIVERSAL_LATEST, checkpoint_layout
+
+    layout = checkpoint_layout(checkpoint_dir)
+    if layout is None or layout["zero_stage"] == 0:
+        return
+    dp = world  # this trainer is data-parallel only
+    if layout["dp_size"] == dp:
+        return
+    if read_latest(checkpoint_dir, UNIVERSAL_LATEST) != f"{layout['tag']}_universal":
+        raise SeesawConfigError(
+            f"checkpoint {layout['tag']} was saved with ZeRO stage {layout['zero_stage']} on "
+            f"{layout['dp_size']} ranks and this job has {dp}: convert it first with "
+            f"`seesaw-ds universal {checkpoint_dir}`, or resume on {layout['dp_size']} ranks.")
+    section = ds_config.setdefault("checkpoint", {})
+    section["load_universal"] = True
 
 
 def _check_guard(validated) -> None:
@@ -304,10 +338,15 @@ def _run(args, run, ds_config, validated) -> int:
         started = time.perf_counter()
         if args.max_steps is not None and hook.step >= args.max_steps:
             break
+        if (args.stop_at_tokens is not None and hook.consumed_tokens >= args.stop_at_tokens
+                and not hook.finished):
+            state["stopped_at_tokens"] = int(hook.consumed_tokens)
+            break
     if progress is not None:
         progress.close()
-    if recorder.curve and recorder.curve[-1]["step"] != hook.step:
-        evaluate_and_record()
+    stopped = state.pop("stopped_at_tokens", None)
+    if recorder.curve and recorder.curve[-1]["step"] != hook.step and stopped is None:
+        evaluate_and_record()  # a planned stop keeps the curve of an uninterrupted run
     save()
     if rank == 0:
         summary = {
@@ -323,6 +362,7 @@ def _run(args, run, ds_config, validated) -> int:
             "world_size": _world(),
             "seed": run.seed,
             "finished": bool(hook.finished),
+            "stopped_at_tokens": stopped,
             "hook_seconds": state["hook_seconds"] + hook.hook_seconds,
         }
         if guard is not None:

@@ -16,7 +16,7 @@ from seesaw_ds.errors import SeesawConfigError
 
 __all__ = ["main", "build_parser"]
 
-_SUBCOMMANDS = ("plan_cmd", "prepare_cmd", "train_cmd")
+_SUBCOMMANDS = ("plan_cmd", "calibrate_cmd", "prepare_cmd", "train_cmd", "universal_cmd")
 
 
 def build_parser() -> argparse.ArgumentParser:

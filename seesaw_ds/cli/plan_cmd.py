@@ -27,6 +27,15 @@ def add_parser(subparsers) -> None:
                         "when all three are in the config, else 1)")
     parser.add_argument("--plot", metavar="FILE.png", help="also draw LR, batch and "
                         "lr*sqrt(B) against tokens")
+    parser.add_argument("--throughput", metavar="TP.json",
+                        help="throughput file (seesaw-ds calibrate, or hand-written): lay the "
+                        "plan out on --ranks and project its wall-clock time against the "
+                        "constant-batch baseline")
+    parser.add_argument("--ranks", type=int, default=None,
+                        help="with --throughput: ranks available (the job's size)")
+    parser.add_argument("--max-ranks", type=int, default=None,
+                        help="with --throughput: let a chain of jobs grow to this many ranks "
+                        "as the batch grows")
     output = parser.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="print a JSON summary instead")
     output.add_argument("--megatron", action="store_true",
@@ -44,8 +53,31 @@ def _default_dp_size(config: dict) -> int:
     return 1
 
 
+def _run_wallclock(args: argparse.Namespace, config: dict) -> int:
+    from seesaw_ds.layout import load_throughput, project_wallclock
+    from seesaw_ds.report.projection import format_wallclock_table
+
+    if args.ranks is None:
+        raise SeesawConfigError("--throughput needs --ranks N (the ranks of the job).")
+    if args.megatron or args.plot or args.dp_size is not None:
+        raise SeesawConfigError(
+            "--throughput chooses the layout itself: drop --dp-size, --plot and --megatron.")
+    throughput = load_throughput(args.throughput)
+    plan = plan_from_ds_config(config, 1)
+    projection = project_wallclock(plan, throughput, args.ranks, args.max_ranks)
+    if args.json:
+        print(json.dumps(projection.to_dict(), indent=2))
+    else:
+        print(format_wallclock_table(projection))
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     config = load_config_file(args.config)
+    if args.throughput:
+        return _run_wallclock(args, config)
+    if args.ranks is not None or args.max_ranks is not None:
+        raise SeesawConfigError("--ranks and --max-ranks need --throughput TP.json.")
     dp_size: Optional[int] = args.dp_size
     if dp_size is not None and dp_size < 1:
         raise SeesawConfigError(f"--dp-size = {dp_size} must be >= 1.")

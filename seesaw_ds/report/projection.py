@@ -1,92 +1,57 @@
-"""Project a plan's wall-clock time onto a cluster from measured step-time pieces.
+"""The wall-clock projection of a laid-out plan as a text table.
 
-A CPU box cannot show Seesaw's wall-clock gain: with two cores, time follows tokens. On a
-cluster the larger batches of the later phases are spread over more data-parallel ranks, so
-an optimizer step costs about the same however large the batch, and time follows optimizer
-steps. This module turns measured pieces into that projection:
-
-- ``micro_seconds[m]``: forward + backward of one micro-batch of ``m`` sequences on one rank,
-- ``optimizer_seconds``: one optimizer step on one rank,
-- an all-reduce cost ``latency + bytes / bandwidth`` per ring hop (alpha-beta model, fitted
-  from gloo all-reduces measured at several sizes).
-
-For each phase the cluster uses ``dp = min(max_ranks, B / micro)`` ranks, each accumulating
-``ceil(B / (micro * dp))`` micro-batches; the step time is their compute plus one ring
-all-reduce of the gradients plus the optimizer step.
-
-Limitations:
-    No overlap of communication with backward, no pipeline or tensor parallelism, one
-    micro-batch size per run. Measured pieces from one machine stand for one worker.
+The layout and the time come from :mod:`seesaw_ds.layout` (pure); this module only formats
+a :class:`~seesaw_ds.layout.WallClockPlan`: one row per phase (tokens, batch, ranks,
+micro-batch, GAS, step seconds, phase hours) and the totals against the constant-batch
+baseline laid out by the same rules.
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field
-from typing import Dict, List
+from typing import List
 
-from seesaw_ds.schedules import Plan
+from seesaw_ds.layout import WallClockPlan
+from seesaw_ds.report.table import format_tokens
 
-__all__ = ["StepTimeModel", "PhaseProjection", "project_plan"]
-
-
-@dataclass(frozen=True)
-class StepTimeModel:
-    micro_seconds: Dict[int, float]
-    optimizer_seconds: float
-    allreduce_latency: float
-    allreduce_seconds_per_byte: float
-    gradient_bytes: int
-
-    def allreduce_seconds(self, ranks: int) -> float:
-        if ranks <= 1:
-            return 0.0
-        hops = 2 * (ranks - 1)
-        return hops * self.allreduce_latency + hops / ranks * self.gradient_bytes * (
-            self.allreduce_seconds_per_byte
-        )
-
-    def step_seconds(self, micro: int, grad_accum: int, ranks: int) -> float:
-        return (grad_accum * self.micro_seconds[micro] + self.allreduce_seconds(ranks)
-                + self.optimizer_seconds)
+__all__ = ["format_wallclock_table"]
 
 
-@dataclass(frozen=True)
-class PhaseProjection:
-    global_batch: int
-    steps: int
-    ranks: int
-    grad_accum: int
-    step_seconds: float
-
-    @property
-    def seconds(self) -> float:
-        return self.steps * self.step_seconds
+def _rows_to_text(header, rows) -> List[str]:
+    widths = [max(len(header[i]), *(len(row[i]) for row in rows)) for i in range(len(header))]
+    lines = ["  ".join(cell.rjust(width) for cell, width in zip(header, widths))]
+    lines.append("  ".join("-" * width for width in widths))
+    lines += ["  ".join(cell.rjust(width) for cell, width in zip(row, widths)) for row in rows]
+    return lines
 
 
-@dataclass(frozen=True)
-class Projection:
-    phases: List[PhaseProjection] = field(default_factory=list)
-
-    @property
-    def seconds(self) -> float:
-        return sum(phase.seconds for phase in self.phases)
-
-    @property
-    def steps(self) -> int:
-        return sum(phase.steps for phase in self.phases)
-
-
-def project_plan(plan: Plan, model: StepTimeModel, micro: int, max_ranks: int) -> Projection:
-    """Projected time of every phase of ``plan`` on up to ``max_ranks`` workers."""
-    phases = []
-    for phase, steps in zip(plan.phases, plan.steps_per_phase()):
-        if steps == 0:
-            continue
-        ranks = max(1, min(max_ranks, phase.global_batch // micro))
-        grad_accum = math.ceil(phase.global_batch / (micro * ranks))
-        phases.append(PhaseProjection(
-            phase.global_batch, steps, ranks, grad_accum,
-            model.step_seconds(micro, grad_accum, ranks),
+def format_wallclock_table(projection: WallClockPlan) -> str:
+    """Phase table with ranks, layout and time; totals and the ratio to the baseline."""
+    data = projection.to_dict()
+    header = ("phase", "start", "end", "batch", "ranks", "micro", "GAS", "lr start", "steps",
+              "step s", "hours")
+    rows = []
+    for index, phase in enumerate(data["phases"]):
+        rows.append((
+            str(index), format_tokens(phase["start_tokens"]), format_tokens(phase["end_tokens"]),
+            str(phase["global_batch"]), str(phase["ranks"]), str(phase["micro_batch"]),
+            str(phase["grad_accum"]), f"{phase['lr_start']:.3e}", str(phase["steps"]),
+            f"{phase['step_seconds']:.4f}", f"{phase['seconds'] / 3600:.3f}",
         ))
-    return Projection(phases)
+    lines = _rows_to_text(header, rows)
+    base = data["baseline"]
+    ranks = f"{data['ranks']} ranks" + (
+        f", growing to <= {data['max_ranks']}" if data["max_ranks"] else "")
+    lines += [
+        "",
+        f"layout: {ranks}; batches rounded to multiples of {data['batch_multiple']} "
+        f"(train with seesaw.batch_multiple = {data['batch_multiple']}); "
+        f"jobs: " + ", ".join(f"{stage['ranks']} ranks from {format_tokens(stage['start_tokens'])}"
+                              for stage in data["stages"]),
+        f"baseline (constant batch {data['initial_batch']}): {base['ranks']} ranks x micro "
+        f"{base['micro_batch']} x GAS {base['grad_accum']}, {base['step_seconds']:.4f} s/step, "
+        f"{base['steps']} steps",
+        f"projected: {data['projected_seconds'] / 3600:.3f} h ({data['optimizer_steps']} steps) "
+        f"vs baseline {data['baseline_projected_seconds'] / 3600:.3f} h -> time ratio "
+        f"{data['time_ratio']:.3f}",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,275 @@
+"""Lay a plan out on ranks: micro-batch, accumulation and rank count per phase, and time.
+
+For a plan (its schedules, initial batch, sequence length, peak LR) and a
+:class:`~seesaw_ds.layout.throughput.Throughput`, :class:`LayoutSearch` finds the layout
+that minimises projected wall-clock time, and the same for the constant-batch baseline at
+the initial batch, under the same rules:
+
+- A job runs on a fixed number of data-parallel ranks ``r``; every global batch ``B`` is
+  realised exactly as ``r x micro x GAS`` (no padding), micro-batches up to the largest
+  size in the throughput file.
+- Batches are rounded to multiples of a batch multiple ``q`` (a divisor of the initial
+  batch and a multiple of ``r``) by the plan itself (``Plan(batch_multiple=q)``), which
+  corrects the LR so that ``lr / sqrt(B)`` stays on the base schedule's path. The search
+  tries every such ``q`` and keeps the fastest.
+- With ``max_ranks``, the run is a chain of jobs whose rank count only grows, at phase
+  boundaries, in multiples of the starting count that divide ``q`` (so every job can load
+  the same plan), and never below the starting per-rank batch: ranks follow the batch
+  (weak scaling). The constant-batch baseline cannot grow under that rule, so it keeps
+  its starting ranks.
+- Per phase the layout with the smallest step time is chosen (the rank count greedily,
+  never shrinking).
+
+Note:
+    The baseline's own layout ``(r0, m0)`` is always among the candidates with
+    ``q = r0 * m0``: every larger batch then costs ``GAS x t(m0)`` plus one all-reduce and
+    one update per step, never more per sequence than the baseline's step, so the chosen
+    Seesaw layout is never slower than the baseline (up to the last step's overshoot).
+
+Limitations:
+    Relaunch time between jobs of a chain is not counted; rank counts above the initial
+    batch are not reachable (a plan's batch multiple divides its initial batch).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, Iterable, List, Optional, Tuple
+
+from seesaw_ds.errors import SeesawConfigError
+from seesaw_ds.layout.throughput import Throughput
+from seesaw_ds.schedules import ConstantBatch, Plan
+
+__all__ = ["Layout", "PhaseLayout", "Projection", "WallClockPlan", "LayoutSearch",
+           "best_layout", "project_wallclock"]
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How one optimizer step is laid out, and what it costs."""
+
+    ranks: int
+    micro_batch: int
+    grad_accum: int
+    step_seconds: float
+
+
+@dataclass(frozen=True)
+class PhaseLayout:
+    start_tokens: float
+    end_tokens: float
+    global_batch: int
+    steps: int
+    layout: Layout
+
+    @property
+    def seconds(self) -> float:
+        return self.steps * self.layout.step_seconds
+
+
+@dataclass(frozen=True)
+class Projection:
+    """A laid-out plan: the plan built with ``batch_multiple`` and a layout per phase."""
+
+    plan: Plan
+    batch_multiple: int
+    phases: Tuple[PhaseLayout, ...]
+
+    @property
+    def seconds(self) -> float:
+        return sum(phase.seconds for phase in self.phases)
+
+    @property
+    def steps(self) -> int:
+        return sum(phase.steps for phase in self.phases)
+
+    @property
+    def start_ranks(self) -> int:
+        return self.phases[0].layout.ranks
+
+    def stages(self) -> List[Dict[str, float]]:
+        """Jobs of the chain: where each starts (tokens) and on how many ranks."""
+        stages: List[Dict[str, float]] = []
+        for phase in self.phases:
+            if not stages or stages[-1]["ranks"] != phase.layout.ranks:
+                stages.append({"start_tokens": phase.start_tokens, "ranks": phase.layout.ranks})
+        return stages
+
+
+def _divisors(value: int) -> List[int]:
+    return [d for d in range(1, value + 1) if value % d == 0]
+
+
+def best_layout(batch: int, throughput: Throughput, rank_options: Iterable[int],
+                min_per_rank: int = 1) -> Optional[Layout]:
+    """The fastest ``ranks x micro x GAS == batch`` over ``rank_options``; None if none fits.
+
+    Ties go to fewer ranks, then to the larger micro-batch.
+    """
+    best: Optional[Layout] = None
+    for ranks in sorted(set(rank_options)):
+        if batch % ranks or batch // ranks < min_per_rank:
+            continue
+        per_rank = batch // ranks
+        for micro in range(min(per_rank, throughput.max_micro_batch), 0, -1):
+            if per_rank % micro:
+                continue
+            grad_accum = per_rank // micro
+            seconds = throughput.step_seconds(micro, grad_accum, ranks)
+            if best is None or seconds < best.step_seconds * (1 - 1e-12):
+                best = Layout(ranks, micro, grad_accum, seconds)
+    return best
+
+
+class LayoutSearch:
+    """Finds the fastest layouts of a plan and of its constant-batch baseline.
+
+    Args:
+        plan: the plan as configured (its ``batch_multiple`` and layout are not used).
+        throughput: one worker's step-time pieces.
+    """
+
+    def __init__(self, plan: Plan, throughput: Throughput) -> None:
+        self.plan = plan
+        self.throughput = throughput
+        self._plans: Dict[Tuple[str, int], Optional[Plan]] = {}
+        self._fixed: Dict[Tuple[str, int, int], Optional[Projection]] = {}
+
+    # ---- plans with another batch multiple ----------------------------------------------
+
+    def _variant(self, kind: str, multiple: int) -> Optional[Plan]:
+        key = (kind, multiple)
+        if key not in self._plans:
+            plan = self.plan
+            schedule = plan.batch_schedule if kind == "plan" else ConstantBatch()
+            try:
+                self._plans[key] = Plan(
+                    plan.base, schedule, plan.peak_lr, plan.initial_batch, plan.seq_length,
+                    micro_batch=1, dp_size=1, batch_multiple=multiple, min_lr=plan.min_lr,
+                )
+            except SeesawConfigError:  # e.g. a max_batch that is not a multiple of it
+                self._plans[key] = None
+        return self._plans[key]
+
+    def _lay_out(self, kind: str, start_ranks: int, multiple: int,
+                 grow_to: Optional[int]) -> Optional[Projection]:
+        plan = self._variant(kind, multiple)
+        if plan is None:
+            return None
+        min_per_rank = plan.initial_batch // start_ranks
+        options = [start_ranks]
+        if grow_to:
+            options = [r for r in range(start_ranks, grow_to + 1, start_ranks)
+                       if multiple % r == 0]
+        phases, ranks_floor = [], start_ranks
+        for phase, steps in zip(plan.phases, plan.steps_per_phase()):
+            if steps == 0:
+                continue
+            layout = best_layout(phase.global_batch, self.throughput,
+                                 [r for r in options if r >= ranks_floor], min_per_rank)
+            if layout is None:
+                return None
+            ranks_floor = layout.ranks
+            phases.append(PhaseLayout(phase.start_tokens, phase.end_tokens,
+                                      phase.global_batch, steps, layout))
+        return Projection(plan, multiple, tuple(phases))
+
+    def _fastest(self, kind: str, ranks: int, max_ranks: Optional[int]) -> Optional[Projection]:
+        initial = self.plan.initial_batch
+        best: Optional[Projection] = None
+        for start_ranks in _divisors(initial):
+            if start_ranks > ranks:
+                break
+            for multiple in _divisors(initial):
+                if multiple % start_ranks:
+                    continue
+                if kind == "baseline" and multiple != initial:
+                    continue  # a constant batch needs no rounding
+                if max_ranks is None:
+                    key = (kind, start_ranks, multiple)
+                    if key not in self._fixed:
+                        self._fixed[key] = self._lay_out(kind, start_ranks, multiple, None)
+                    candidate = self._fixed[key]
+                else:
+                    candidate = self._lay_out(kind, start_ranks, multiple, max_ranks)
+                if candidate is not None and (best is None or
+                                              candidate.seconds < best.seconds * (1 - 1e-12)):
+                    best = candidate
+        return best
+
+    # ---- the answer -------------------------------------------------------------------------
+
+    def project(self, ranks: int, max_ranks: Optional[int] = None) -> "WallClockPlan":
+        """Fastest layout of the plan and of its baseline on ``ranks`` (growing to
+        ``max_ranks``)."""
+        if isinstance(ranks, bool) or not isinstance(ranks, int) or ranks < 1:
+            raise SeesawConfigError(f"--ranks = {ranks!r} must be a positive whole number.")
+        if max_ranks is not None and (not isinstance(max_ranks, int) or max_ranks < ranks):
+            raise SeesawConfigError(
+                f"--max-ranks = {max_ranks!r} must be a whole number >= --ranks ({ranks}).")
+        seesaw = self._fastest("plan", ranks, max_ranks)
+        baseline = self._fastest("baseline", ranks, None)
+        if seesaw is None or baseline is None:
+            raise SeesawConfigError(
+                f"no layout realises the plan's batches on <= {ranks} ranks with micro-batches "
+                f"up to {self.throughput.max_micro_batch}: list larger micro-batch sizes in "
+                "the throughput file or change --ranks."
+            )
+        return WallClockPlan(ranks, max_ranks, seesaw, baseline)
+
+
+@dataclass(frozen=True)
+class WallClockPlan:
+    """The projection the ``plan --throughput`` command prints."""
+
+    ranks: int
+    max_ranks: Optional[int]
+    seesaw: Projection
+    baseline: Projection
+
+    @property
+    def ratio(self) -> float:
+        return self.seesaw.seconds / self.baseline.seconds
+
+    def to_dict(self) -> dict:
+        """JSON-ready; the keys are part of the command-line interface."""
+        summary = self.seesaw.plan.summary()
+        phases = []
+        for entry, phase in zip(
+                [p for p in summary["phases"] if p["steps"] > 0], self.seesaw.phases):
+            layout = phase.layout
+            phases.append({
+                "start_tokens": phase.start_tokens, "end_tokens": phase.end_tokens,
+                "global_batch": phase.global_batch, "ranks": layout.ranks,
+                "micro_batch": layout.micro_batch, "grad_accum": layout.grad_accum,
+                "steps": phase.steps, "step_seconds": layout.step_seconds,
+                "seconds": phase.seconds, "lr_start": entry["lr_start"],
+                "lr_end": entry["lr_end"],
+            })
+        base = self.baseline.phases[0].layout
+        return {
+            "ranks": self.ranks,
+            "max_ranks": self.max_ranks,
+            "batch_schedule": summary["batch_schedule"],
+            "total_tokens": summary["total_tokens"],
+            "seq_length": summary["seq_length"],
+            "initial_batch": summary["initial_batch"],
+            "batch_multiple": self.seesaw.batch_multiple,
+            "start_ranks": self.seesaw.start_ranks,
+            "projected_seconds": self.seesaw.seconds,
+            "baseline_projected_seconds": self.baseline.seconds,
+            "time_ratio": self.ratio,
+            "optimizer_steps": self.seesaw.steps,
+            "baseline_optimizer_steps": self.baseline.steps,
+            "baseline": {"ranks": base.ranks, "micro_batch": base.micro_batch,
+                         "grad_accum": base.grad_accum, "step_seconds": base.step_seconds,
+                         "steps": self.baseline.steps},
+            "stages": self.seesaw.stages(),
+            "phases": phases,
+        }
+
+
+def project_wallclock(plan: Plan, throughput: Throughput, ranks: int,
+                      max_ranks: Optional[int] = None) -> WallClockPlan:
+    """Functional spelling of ``LayoutSearch(plan, throughput).project(ranks, max_ranks)``."""
+    return LayoutSearch(plan, throughput).project(ranks, max_ranks)

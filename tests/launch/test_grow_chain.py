@@ -1,0 +1,79 @@
+"""``launch/grow_chain.py``: the SLURM chain a growing run submits, checked with a fake
+``sbatch`` that records its arguments and answers job ids."""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from seesaw_ds.config import plan_from_ds_config
+from seesaw_ds.errors import SeesawConfigError
+
+REPO = Path(__file__).resolve().parents[2]
+TP = REPO / "bench" / "records" / "throughput_gpu_like.json"
+
+_SBATCH = """#!/usr/bin/env bash
+n=$(( $(cat "$FAKE_LOG" 2>/dev/null | grep -c '^sbatch') + 101 ))
+{ echo sbatch; printf '%s\\n' "$@"; echo --; } >> "$FAKE_LOG"
+echo "$n"
+"""
+
+
+def _jobs(log: str):
+    jobs, current = [], None
+    for line in log.splitlines():
+        if line == "sbatch":
+            current = []
+        elif line == "--":
+            jobs.append(current)
+        else:
+            current.append(line)
+    return jobs
+
+
+def test_chain_grows_nodes_with_the_batch_and_converts_between_jobs(tmp_path):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "sbatch").write_text(_SBATCH)
+    (bin_dir / "sbatch").chmod(0o755)
+    env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+               FAKE_LOG=str(tmp_path / "sbatch.log"), SEESAW_RESULTS=str(tmp_path / "res"))
+    result = subprocess.run(
+        [sys.executable, "launch/grow_chain.py", "150m", "128", "seesaw", "--throughput",
+         str(TP), "--ranks", "8", "--max-ranks", "64", "--gpus-per-node", "8", "--submit"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "8 -> 16 -> 32 -> 64 ranks" in result.stdout and "ratio 0.673" in result.stdout
+    jobs = _jobs((tmp_path / "sbatch.log").read_text())
+    assert len(jobs) == 7  # 4 training jobs, 3 conversions
+    train = [job for job in jobs if "launch/slurm_paper.sbatch" in job]
+    assert [next(a for a in job if a.startswith("--nodes=")) for job in train] == [
+        "--nodes=1", "--nodes=2", "--nodes=4", "--nodes=8"]
+    for index, job in enumerate(jobs):
+        dependency = [a for a in job if a.startswith("--dependency=")]
+        assert dependency == ([] if index == 0 else [f"--dependency=afterok:{100 + index}"])
+    assert all(any("seesaw_ds.cli.main universal" in a for a in job) for job in jobs[1::2])
+    config_path = tmp_path / "res" / "150m_b128_seesaw" / "launch" / "ds_config_chain.json"
+    config = json.loads(config_path.read_text())
+    assert config["seesaw"]["batch_multiple"] == 128
+    assert config["train_micro_batch_size_per_gpu"] == 1
+    # the same plan on every job's rank count, and each job stops where the next starts
+    plans = [plan_from_ds_config(config, ranks) for ranks in (8, 16, 32, 64)]
+    assert len({tuple(p.fingerprint()) for p in plans}) == 1
+    stops = [float(job[job.index("--stop-at-tokens") + 1]) for job in train[:-1]]
+    starts = [p.start_tokens for p in plans[0].phases]
+    assert all(stop in starts for stop in stops) and stops == sorted(stops)
+    assert "--stop-at-tokens" not in train[-1]
+
+
+def test_chain_refuses_partial_nodes(tmp_path):
+    spec = importlib.util.spec_from_file_location("grow_chain", REPO / "launch" / "grow_chain.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    with pytest.raises(SeesawConfigError, match="whole number of 6-GPU nodes"):
+        module.build_chain("150m_b128_seesaw", str(REPO / "ds_configs" / "150m_b128_seesaw.json"),
+                           str(TP), 8, 64, 6, str(tmp_path))

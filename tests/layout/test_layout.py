@@ -1,0 +1,152 @@
+"""Layout choice and wall-clock projection (pure, no torch), on the shipped paper configs."""
+
+import glob
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from seesaw_ds.config import load_config_file, plan_from_ds_config
+from seesaw_ds.errors import SeesawConfigError
+from seesaw_ds.layout import (LayoutSearch, best_layout, load_throughput,
+                              throughput_from_dict)
+
+REPO = Path(__file__).resolve().parents[2]
+GPU_LIKE = REPO / "bench" / "records" / "throughput_gpu_like.json"
+PAPER = sorted(glob.glob(str(REPO / "ds_configs" / "*m_b*_seesaw.json")))
+
+
+def _linear(c0=0.006, c1=0.0037, sizes=(1, 2, 4, 8, 16), **over):
+    data = {"micro_batch_seconds": {str(m): c0 + c1 * m for m in sizes},
+            "optimizer_seconds": 0.0025, "allreduce_latency_seconds": 2e-5,
+            "allreduce_bytes_per_second": 4e10, "gradient_bytes": 400_000_000}
+    data.update(over)
+    return throughput_from_dict(data)
+
+
+def _plan(name):
+    return plan_from_ds_config(load_config_file(REPO / "ds_configs" / f"{name}.json"), 1)
+
+
+def test_throughput_interpolates_and_models_a_ring():
+    tp = throughput_from_dict({"micro_batch_seconds": {"2": 0.2, "4": 0.3, "8": 0.7},
+                               "optimizer_seconds": 0.05, "allreduce_latency_seconds": 0.001,
+                               "allreduce_bytes_per_second": 1e9, "gradient_bytes": 10**9})
+    assert tp.max_micro_batch == 8
+    assert tp.micro_seconds(4) == 0.3
+    assert tp.micro_seconds(6) == pytest.approx(0.5)
+    assert tp.micro_seconds(1) == pytest.approx(0.15)  # along the first two points
+    assert tp.allreduce_seconds(1) == 0.0
+    # 4 ranks: 6 hops x 1 ms + 6/4 x 1 GB / (1 GB/s)
+    assert tp.allreduce_seconds(4) == pytest.approx(0.006 + 1.5)
+    assert tp.step_seconds(4, 3, 4) == pytest.approx(3 * 0.3 + 1.506 + 0.05)
+    with pytest.raises(ValueError):
+        tp.micro_seconds(9)
+
+
+@pytest.mark.parametrize("data, field", [
+    ({"micro_batch_seconds": {"1": 0.1}}, "optimizer_seconds"),
+    ({"micro_batch_seconds": {"x": 0.1}, "optimizer_seconds": 0, "gradient_bytes": 1,
+      "allreduce_latency_seconds": 0, "allreduce_bytes_per_second": 1}, "'x'"),
+    ({"micro_batch_seconds": {"1": -1}, "optimizer_seconds": 0, "gradient_bytes": 1,
+      "allreduce_latency_seconds": 0, "allreduce_bytes_per_second": 1}, "micro_batch_seconds"),
+    ({"micro_batch_seconds": {"1": 1}, "optimizer_seconds": 0, "gradient_bytes": 1,
+      "allreduce_latency_seconds": 0, "allreduce_bytes_per_second": 0},
+     "allreduce_bytes_per_second"),
+])
+def test_bad_throughput_names_the_field(data, field):
+    with pytest.raises(SeesawConfigError, match=field):
+        throughput_from_dict(data)
+
+
+def test_best_layout_exact_and_without_padding():
+    tp = _linear()
+    # 144 on 8 ranks: 18 per rank, micro <= 16 -> 9 x 2 (no padding)
+    layout = best_layout(144, tp, [8])
+    assert (layout.ranks, layout.micro_batch, layout.grad_accum) == (8, 9, 2)
+    assert layout.step_seconds == pytest.approx(2 * (0.006 + 9 * 0.0037)
+                                                + tp.allreduce_seconds(8) + 0.0025)
+    assert best_layout(144, tp, [7]) is None  # 144 is not a multiple of 7
+    assert best_layout(128, tp, [8, 16], min_per_rank=16).ranks == 8
+
+
+@pytest.mark.parametrize("path", PAPER, ids=os.path.basename)
+def test_seesaw_never_slower_than_cosine_at_any_fixed_rank_count(path):
+    search = LayoutSearch(plan_from_ds_config(load_config_file(path), 1),
+                          load_throughput(GPU_LIKE))
+    ratios = [search.project(ranks).ratio for ranks in range(1, 513)]
+    assert max(ratios) <= 1.0
+    assert min(ratios) < 0.75  # and it does win once there are ranks to use
+
+
+def test_growing_chain_150m_b128():
+    projection = LayoutSearch(_plan("150m_b128_seesaw"), load_throughput(GPU_LIKE)).project(8, 64)
+    data = projection.to_dict()
+    assert [stage["ranks"] for stage in data["stages"]] == [8, 16, 32, 64]
+    assert data["baseline"]["ranks"] == 8 and data["baseline"]["steps"] == 25178
+    assert data["time_ratio"] == pytest.approx(0.673, abs=0.002)
+    assert data["time_ratio"] < LayoutSearch(
+        _plan("150m_b128_seesaw"), load_throughput(GPU_LIKE)).project(8).ratio
+
+
+def test_layout_realises_every_batch_and_keeps_the_noise_temperature_on_the_base_path():
+    plan = _plan("150m_b128_seesaw")
+    projection = LayoutSearch(plan, load_throughput(GPU_LIKE)).project(8, 64)
+    laid = projection.seesaw.plan
+    data = projection.to_dict()
+    q = data["batch_multiple"]
+    assert plan.initial_batch % q == 0
+    for phase in data["phases"]:
+        assert phase["ranks"] * phase["micro_batch"] * phase["grad_accum"] == phase["global_batch"]
+        assert phase["global_batch"] % q == 0 and q % phase["ranks"] == 0
+    # lr / sqrt(B) at each milestone = peak * base factor / sqrt(B0), whatever the rounding
+    for phase in laid.phases[1:]:
+        if phase.follows_base:
+            continue
+        lr = laid.at_tokens(phase.start_tokens).lr
+        expected = plan.peak_lr * plan.base.factor(phase.start_tokens) / math.sqrt(
+            plan.initial_batch)
+        assert lr / math.sqrt(phase.global_batch) == pytest.approx(expected, rel=1e-6)
+    assert sum(p["steps"] for p in data["phases"]) == data["optimizer_steps"]
+    assert data["projected_seconds"] == pytest.approx(sum(p["seconds"] for p in data["phases"]))
+
+
+def test_cosine_config_projects_to_ratio_one():
+    projection = LayoutSearch(_plan("150m_b128_cosine"), load_throughput(GPU_LIKE)).project(8)
+    assert projection.ratio == pytest.approx(1.0)
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "seesaw_ds.cli.main", *args],
+                          capture_output=True, text=True, cwd=REPO)
+
+
+def test_plan_cli_json_keys_and_table(tmp_path):
+    config = str(REPO / "ds_configs" / "150m_b128_seesaw.json")
+    result = _cli("plan", config, "--throughput", str(GPU_LIKE), "--ranks", "8",
+                  "--max-ranks", "64", "--json")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    for key in ("projected_seconds", "baseline_projected_seconds", "time_ratio", "stages",
+                "batch_multiple", "phases"):
+        assert key in data
+    assert set(data["phases"][0]) >= {"ranks", "micro_batch", "grad_accum", "step_seconds"}
+    table = _cli("plan", config, "--throughput", str(GPU_LIKE), "--ranks", "8")
+    assert table.returncode == 0 and "time ratio 0.892" in table.stdout
+
+
+def test_plan_cli_bad_input_one_line(tmp_path):
+    bad = tmp_path / "tp.json"
+    bad.write_text(json.dumps({"micro_batch_seconds": {"1": 0.1}}))
+    config = str(REPO / "ds_configs" / "150m_b128_seesaw.json")
+    result = _cli("plan", config, "--throughput", str(bad), "--ranks", "8")
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "optimizer_seconds" in result.stderr
+    result = _cli("plan", config, "--throughput", str(GPU_LIKE))
+    assert result.returncode == 2 and "--ranks" in result.stderr
+    result = _cli("plan", config, "--ranks", "8")
+    assert result.returncode == 2 and "--throughput" in result.stderr
