@@ -52,10 +52,10 @@ class SeesawMicroBatchesCalculator(_calculators.NumMicroBatchesCalculator):
 
     def update(self, consumed_samples: int, consistency_check: bool, verbose: bool = False):
         setting = self.plan.at_samples(consumed_samples)
+        global_batch = setting.global_batch
         remaining = self.total_samples - consumed_samples
-        global_batch = min(setting.global_batch, remaining) if remaining > 0 else (
-            setting.global_batch
-        )
+        if 0 < remaining < global_batch:  # a last step that takes only what is left
+            global_batch = remaining
         divisor = setting.micro_batch * self.plan.dp_size
         if global_batch % divisor:
             raise SeesawConfigError(
