@@ -430,6 +430,25 @@ def check_cuda_graph_lr(config):
            "its values are compared in every replay")
 
 
+def check_no_microbatch_checkpoint(config):
+    """The patched train() skips its save at a micro-batch-count change under the plan."""
+    import inspect
+
+    from megatron.training import training
+
+    name = "checkpoint:no-save-at-microbatch-change"
+    source = inspect.getsource(training.train).replace("\\\n", " ")
+    condition = [" ".join(line.split()) for line in source.splitlines()
+                 if "get_num_microbatches() != num_microbatches and iteration != 0" in line]
+    guarded = any("getattr(args, 'seesaw_config', None) is None" in line for line in condition)
+    result = parse(seesaw_argv(config))
+    steps = [setting.grad_accum for _, _, setting in plan_for(result.args).iter_steps()]
+    changes = sum(1 for before, after in zip(steps, steps[1:]) if before != after)
+    report("PASS" if guarded and changes else "FAIL", name,
+           f"train()'s condition {condition}: its save is skipped at the {changes} "
+           "micro-batch-count changes of this plan (every checkpoint restores the batch)")
+
+
 def check_lengths(config):
     from seesaw_ds.megatron_adapter import plan_samples
 
@@ -476,8 +495,8 @@ def bad_inputs(config, tmp):
         if not hasattr(args, dest):
             report("SKIP", f"bad:{flag}", "not a flag of this Megatron-LM")
             continue
-        key = replacement.split()[0]
-        check_bad_input(flag, seesaw_argv(config, extra=[flag, *values[dest]]), [flag, key])
+        check_bad_input(flag, seesaw_argv(config, extra=[flag, *values[dest]]),
+                        [f"{flag} cannot be combined with --seesaw-config: {replacement}."])
     check_bad_input("--global-batch-size", seesaw_argv(config, extra=["--global-batch-size",
                     "128"]), ["--global-batch-size 128", "train_batch_size = 256"])
     check_bad_input("--lr", seesaw_argv(config, extra=["--lr", "0.001"]),
@@ -569,6 +588,8 @@ def main(argv) -> int:
         checks += [("replay", check_skip_and_resume, (main_config,)),
                    ("layout:gtp-weight-remat", check_gtp, (main_config,)),
                    ("lr:optimizer-cuda-graph-tensor", check_cuda_graph_lr, (main_config,)),
+                   ("checkpoint:no-save-at-microbatch-change",
+                    check_no_microbatch_checkpoint, (main_config,)),
                    ("length", check_lengths, (main_config,)),
                    ("bad", bad_inputs, (main_config, tmp)),
                    ("pretrain_gpt.py", check_pretrain_gpt, (checkout, main_config, tmp))]

@@ -14,8 +14,8 @@ against the config and rewrites the few it derives from the plan:
 - the data-parallel size of the plan is Megatron-LM's micro-batch divisor, data-parallel
   size x ``gtp_weight_remat_size`` (``--tensor-parallel-num-weight-shards`` / TP).
 
-Every Megatron-LM flag that would set a second batch or LR schedule is refused with the
-seesaw key that replaces it (:data:`REPLACED_FLAGS`).
+Every Megatron-LM flag that would set a second batch or LR schedule is refused, naming the
+seesaw key that does its job (:data:`REPLACED_FLAGS`).
 
 Note: a flag counts as given when its value differs from the parser's default
 (:func:`explicit_flags`, recorded by the patch right after parsing).
@@ -43,41 +43,42 @@ __all__ = [
     "step_schedule_for_args",
 ]
 
-_WD = "seesaw keeps weight decay constant at --weight-decay; drop the ramp"
+_WD = (
+    "Seesaw keeps weight decay constant at the config's optimizer.params.weight_decay "
+    "(or --weight-decay)"
+)
 _RESUME = (
     "the seesaw scheduler always resumes at the checkpoint's consumed samples and refuses a "
     "checkpoint of another plan"
 )
+_WARMUP = "set seesaw.lr_schedule.warmup_tokens or warmup_fraction"
+_WSD_LENGTH = "set seesaw.lr_schedule.decay_tokens or decay_fraction (type 'wsd')"
 
-#: Megatron-LM argument (dest) -> (its flag, what replaces it under --seesaw-config).
+#: Megatron-LM argument (dest) -> (its flag, what does its job under --seesaw-config).
 REPLACED_FLAGS: Dict[str, Tuple[str, str]] = {
     "step_batch_size_schedule": ("--step-batch-size-schedule",
-                                 "seesaw.batch_schedule (the plan sets every global batch)"),
+                                 "the plan sets every global batch from seesaw.batch_schedule"),
     "rampup_batch_size": ("--rampup-batch-size",
-                          "seesaw.batch_schedule 'linear_ramp' (final_batch, batch_increment, "
-                          "ramp_tokens)"),
+                          "use seesaw.batch_schedule 'linear_ramp' (final_batch, "
+                          "batch_increment, ramp_tokens)"),
     "decrease_batch_size_if_needed": (
         "--decrease-batch-size-if-needed",
-        "seesaw.batch_multiple (every planned batch is already a multiple of micro-batch x "
-        "data-parallel size)"),
-    "lr_decay_style": ("--lr-decay-style", "seesaw.lr_schedule.type"),
-    "lr_decay_iters": ("--lr-decay-iters", "seesaw.total_tokens (the decay spans the plan)"),
-    "lr_decay_samples": ("--lr-decay-samples", "seesaw.total_tokens (the decay spans the plan)"),
-    "lr_warmup_fraction": ("--lr-warmup-fraction", "seesaw.lr_schedule.warmup_fraction"),
-    "lr_warmup_iters": ("--lr-warmup-iters",
-                        "seesaw.lr_schedule.warmup_tokens or warmup_fraction"),
-    "lr_warmup_samples": ("--lr-warmup-samples",
-                          "seesaw.lr_schedule.warmup_tokens or warmup_fraction"),
-    "lr_warmup_init": ("--lr-warmup-init", "seesaw.lr_schedule.warmup_start_factor"),
-    "min_lr": ("--min-lr", "seesaw.lr_schedule.final_factor (or seesaw.min_lr)"),
+        "seesaw.batch_multiple keeps every planned batch a multiple of micro-batch x "
+        "data-parallel size"),
+    "lr_decay_style": ("--lr-decay-style", "set seesaw.lr_schedule.type"),
+    "lr_decay_iters": ("--lr-decay-iters", "the decay spans seesaw.total_tokens"),
+    "lr_decay_samples": ("--lr-decay-samples", "the decay spans seesaw.total_tokens"),
+    "lr_warmup_fraction": ("--lr-warmup-fraction", "set seesaw.lr_schedule.warmup_fraction"),
+    "lr_warmup_iters": ("--lr-warmup-iters", _WARMUP),
+    "lr_warmup_samples": ("--lr-warmup-samples", _WARMUP),
+    "lr_warmup_init": ("--lr-warmup-init", "set seesaw.lr_schedule.warmup_start_factor"),
+    "min_lr": ("--min-lr", "set seesaw.lr_schedule.final_factor (or seesaw.min_lr)"),
     "decoupled_min_lr": ("--decoupled-min-lr",
-                         "seesaw.lr_schedule.final_factor (it scales every param group)"),
+                         "seesaw.lr_schedule.final_factor scales every param group"),
     "lr_wsd_decay_style": ("--lr-wsd-decay-style",
-                           "seesaw.lr_schedule.tail with type 'wsd'"),
-    "lr_wsd_decay_iters": ("--lr-wsd-decay-iters",
-                           "seesaw.lr_schedule.decay_tokens or decay_fraction (type 'wsd')"),
-    "lr_wsd_decay_samples": ("--lr-wsd-decay-samples",
-                             "seesaw.lr_schedule.decay_tokens or decay_fraction (type 'wsd')"),
+                           "set seesaw.lr_schedule.tail with type 'wsd'"),
+    "lr_wsd_decay_iters": ("--lr-wsd-decay-iters", _WSD_LENGTH),
+    "lr_wsd_decay_samples": ("--lr-wsd-decay-samples", _WSD_LENGTH),
     "start_weight_decay": ("--start-weight-decay", _WD),
     "end_weight_decay": ("--end-weight-decay", _WD),
     "weight_decay_incr_style": ("--weight-decay-incr-style", _WD),
@@ -85,11 +86,10 @@ REPLACED_FLAGS: Dict[str, Tuple[str, str]] = {
     "use_checkpoint_opt_param_scheduler": ("--use-checkpoint-opt-param-scheduler", _RESUME),
     "override_ckpt_iteration": (
         "--override-ckpt-iteration",
-        "nothing: it sets consumed samples = iteration x --global-batch-size, wrong once the "
-        "batch grows; resume from the checkpoint's own consumed samples"),
+        "it would set consumed samples = iteration x --global-batch-size, wrong once the "
+        "batch has grown; the checkpoint's own consumed samples are used"),
     "phase_transition_iterations": (
-        "--phase-transition-iterations",
-        "nothing: the plan is one run over seesaw.total_tokens"),
+        "--phase-transition-iterations", "the plan is one run over seesaw.total_tokens"),
 }
 
 
@@ -188,10 +188,7 @@ def step_schedule_for_args(args: Any) -> str:
 
 
 def _conflict(flag: str, replacement: str) -> str:
-    return (
-        f"{flag} cannot be combined with --seesaw-config: the seesaw plan replaces it with "
-        f"{replacement}. Remove {flag}."
-    )
+    return f"{flag} cannot be combined with --seesaw-config: {replacement}. Remove {flag}."
 
 
 def _initial_batch(args: Any, config: Mapping[str, Any]) -> int:

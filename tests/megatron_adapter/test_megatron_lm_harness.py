@@ -28,7 +28,8 @@ CHECKS = (
     + [f"shipped:{os.path.basename(path)}"
        for path in sorted(glob.glob(os.path.join(ROOT, "ds_configs", "*_seesaw.json")))]
     + ["replay:skipped-update+iterations-to-skip+resume", "layout:gtp-weight-remat",
-       "lr:optimizer-cuda-graph-tensor", "length:--train-iters-equal",
+       "lr:optimizer-cuda-graph-tensor", "checkpoint:no-save-at-microbatch-change",
+       "length:--train-iters-equal",
        "length:--train-samples-equal"]
     + [f"bad:{flag}" for flag, _ in REPLACED_FLAGS.values()]
     + [f"bad:{name}" for name in ("--global-batch-size", "--lr", "--adam-beta2", "--train-iters",
