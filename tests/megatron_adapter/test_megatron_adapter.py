@@ -166,7 +166,7 @@ def test_calculator_takes_only_the_remaining_samples_on_a_short_last_step():
     plan = ShortLastStep(base, SeesawBatch(batch_growth=2.0), 3e-3, 32, SEQ, micro_batch=2,
                          dp_size=2)
     *_, (_, before_tokens, before), (_, tokens, last) = plan.iter_steps()
-    phase_batch = plan.at_tokens(tokens).global_batch
+    phase_batch = plan.phases[plan.phase_index_at(tokens)].global_batch
     assert 0 < last.global_batch < phase_batch
     install_calculator(plan)
     megatron_calculators.update_num_microbatches(tokens // SEQ, consistency_check=True)

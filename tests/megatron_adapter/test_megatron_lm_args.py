@@ -36,6 +36,12 @@ def _args(**overrides):
     return SimpleNamespace(**values)
 
 
+def _plan_samples_150m():
+    """Samples the 150M plan consumes, summed from the plan's steps (never steps x batch)."""
+    plan = configure_megatron_args(_args())
+    return sum(setting.global_batch for _, _, setting in plan.iter_steps())
+
+
 def test_shipped_config_is_laid_out_with_accumulation_and_sets_length_from_the_plan():
     lines = []
     args = _args()
@@ -48,23 +54,26 @@ def test_shipped_config_is_laid_out_with_accumulation_and_sets_length_from_the_p
     assert (args.global_batch_size, args.lr, args.weight_decay, args.adam_beta2) == (
         256, 0.003, 0.0, 0.95)  # from the config, not Megatron's defaults 0.01 / 0.999
     assert plan.optimizer_steps == 7757
-    assert args.train_samples == plan_samples(plan) == 3223760
+    samples = plan_samples(plan)
+    assert args.train_samples == samples == _plan_samples_150m()
+    assert 3.3e9 / 1024 <= samples < 3.3e9 / 1024 + 2528  # the budget, at most a last batch
     assert args.train_iters is None  # sample-based; set to 7757 when the calculator installs
     assert len(lines) == 1
     assert "growth_policy 'micro_batch_first' laid out as 'accumulation'" in lines[0]
-    assert "7757 iterations, train samples 3223760" in lines[0]
+    assert f"7757 iterations, train samples {samples}" in lines[0]
 
 
 def test_training_length_that_repeats_the_plan_is_accepted():
     assert configure_megatron_args(_args(train_iters=7757)).optimizer_steps == 7757
-    args = _args(train_samples=3223760)
+    samples = _plan_samples_150m()
+    args = _args(train_samples=samples)
     configure_megatron_args(args)
-    assert args.train_samples == 3223760
+    assert args.train_samples == samples
 
 
 @pytest.mark.parametrize("overrides, parts", [
-    (dict(train_iters=100), ["--train-iters 100", "7757 iterations", "3223760 samples"]),
-    (dict(train_samples=3222657), ["--train-samples 3222657", "3223760 samples"]),
+    (dict(train_iters=100), ["--train-iters 100", "7757 iterations", "{samples} samples"]),
+    (dict(train_samples=3222000), ["--train-samples 3222000", "{samples} samples"]),
     (dict(global_batch_size=128, _is_global_batch_size_explicitly_specified=True),
      ["--global-batch-size 128", "train_batch_size = 256"]),
     (dict(lr=0.001), ["--lr 0.001", "optimizer.params.lr = 0.003"]),
@@ -74,8 +83,10 @@ def test_training_length_that_repeats_the_plan_is_accepted():
                                                       "/nonexistent/seesaw.json"]),
 ])
 def test_disagreeing_arguments_are_errors_that_print_both_values(overrides, parts):
+    samples = _plan_samples_150m()
     with pytest.raises(SeesawConfigError) as error:
         configure_megatron_args(_args(**overrides))
+    parts = [part.format(samples=samples) for part in parts]
     assert all(part in str(error.value) for part in parts), str(error.value)
 
 
