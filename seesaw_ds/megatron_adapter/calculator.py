@@ -23,7 +23,7 @@ class SeesawMicroBatchesCalculator(_calculators.NumMicroBatchesCalculator):
     """Global batch and number of micro-batches from ``plan.at_samples(consumed_samples)``.
 
     Megatron keeps the micro-batch fixed, so the plan must use the ``accumulation``
-    growth policy (``args.megatron_section`` lays configs out that way); the number of
+    growth policy (``args.megatron_section`` lays a config out so); the number of
     micro-batches per rank is the plan's GAS. The step that starts with fewer samples left
     than its phase's batch takes the plan's remaining samples.
 

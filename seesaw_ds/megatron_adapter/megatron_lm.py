@@ -1,7 +1,7 @@
 """The four calls ``patches/megatron-lm-seesaw.patch`` adds to Megatron-LM.
 
-Each is a no-op without ``--seesaw-config`` (the patch only calls them with it), and each
-turns a user mistake into one line on stderr and exit status 2, before any model is built:
+The patch calls them only with ``--seesaw-config``. Each turns a user mistake into one line
+on stderr and exit status 2, before any model is built:
 
 1. :func:`record_explicit_flags` in ``parse_args``: which replaced flags were given.
 2. :func:`configure_args` in ``validate_args``, once the data-parallel size is known and
