@@ -3,22 +3,38 @@
 - :class:`SeesawMicroBatchesCalculator`: megatron-core's num-microbatches calculator
   interface, driven by the plan's batch at the consumed-sample count.
 - :class:`SeesawParamScheduler`: the ``OptimizerParamScheduler`` interface
-  (``step(increment)`` in samples), setting every param group's LR from the plan.
-- :func:`install_calculator` / :func:`plan_from_megatron_args`: wiring used by
-  ``patches/megatron-lm-seesaw.patch`` (the ``--seesaw-config`` option of Megatron-LM).
+  (``step(increment)`` in samples), setting every param group's LR from the plan at the
+  calculator's consumed-sample count.
+- :func:`configure_megatron_args` / :func:`plan_from_megatron_args`: Megatron-LM's
+  arguments under ``--seesaw-config`` (conflicts refused, length from the plan).
+- :mod:`seesaw_ds.megatron_adapter.megatron_lm`: the calls made by
+  ``patches/megatron-lm-seesaw.patch`` (imported by the patch, not here).
 """
 
+from seesaw_ds.megatron_adapter.args import (
+    REPLACED_FLAGS,
+    configure_megatron_args,
+    explicit_flags,
+    megatron_dp_size,
+    plan_from_megatron_args,
+    step_schedule_for_args,
+)
 from seesaw_ds.megatron_adapter.calculator import (
     SeesawMicroBatchesCalculator,
     install_calculator,
 )
 from seesaw_ds.megatron_adapter.param_scheduler import SeesawParamScheduler
-from seesaw_ds.megatron_adapter.args import plan_from_megatron_args, step_schedule_for_args
+from seesaw_ds.megatron_adapter.samples import plan_samples
 
 __all__ = [
     "SeesawMicroBatchesCalculator",
     "install_calculator",
     "SeesawParamScheduler",
+    "REPLACED_FLAGS",
+    "configure_megatron_args",
+    "explicit_flags",
+    "megatron_dp_size",
     "plan_from_megatron_args",
+    "plan_samples",
     "step_schedule_for_args",
 ]

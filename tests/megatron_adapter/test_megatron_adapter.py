@@ -100,3 +100,78 @@ def test_megatron_args_reject_a_mismatched_sequence_length(tmp_path):
                            global_batch_size=8, micro_batch_size=1, data_parallel_size=1)
     with pytest.raises(SeesawConfigError, match="seq_length"):
         plan_from_megatron_args(args)
+
+
+def _replay_megatron_iterations(plan, scheduler, optimizer, failed_updates=()):
+    """train()'s order: update the calculator at the consumed samples, step with the LR in
+    the param groups, scheduler.step only after a successful update, consumed += batch."""
+    consumed, used = 0, []
+    for iteration in range(plan.optimizer_steps):
+        megatron_calculators.update_num_microbatches(consumed, consistency_check=True)
+        used.append((megatron_calculators.get_current_global_batch_size(),
+                     optimizer.param_groups[0]["lr"]))
+        increment = megatron_calculators.get_num_microbatches() * plan.micro_batch * plan.dp_size
+        if iteration not in failed_updates:
+            scheduler.step(increment=increment)
+        consumed += increment
+    return used
+
+
+def test_lr_stays_on_the_plan_after_a_skipped_update():
+    plan = _plan()
+    calculator = install_calculator(plan)
+    optimizer = torch.optim.AdamW(torch.nn.Linear(4, 1).parameters(), lr=1.0)
+    scheduler = SeesawParamScheduler(optimizer, plan)
+    calculator.follow(scheduler.set_consumed_samples)
+    used = _replay_megatron_iterations(plan, scheduler, optimizer, failed_updates={10, 200})
+    expected = [(setting.global_batch, setting.lr) for _, _, setting in plan.iter_steps()]
+    assert used == expected  # exact: batch and LR from the same consumed-sample count
+
+
+def test_without_following_the_calculator_a_skipped_update_shifts_the_lr():
+    plan = _plan()
+    install_calculator(plan)
+    optimizer = torch.optim.AdamW(torch.nn.Linear(4, 1).parameters(), lr=1.0)
+    scheduler = SeesawParamScheduler(optimizer, plan)
+    used = _replay_megatron_iterations(plan, scheduler, optimizer, failed_updates={10})
+    expected = [(setting.global_batch, setting.lr) for _, _, setting in plan.iter_steps()]
+    off = [i for i, (a, b) in enumerate(zip(used, expected)) if a != b]
+    assert off[0] == 11 and len(off) == 41  # the defect the follower removes (warmup here)
+
+
+def test_a_tensor_lr_is_filled_in_place():
+    plan = _plan()
+    weight = torch.nn.Parameter(torch.zeros(2))
+    lr = torch.tensor(0.0, dtype=torch.float64)
+    optimizer = torch.optim.AdamW([{"params": [weight], "lr": lr, "max_lr": 3e-3}], lr=0.0)
+    scheduler = SeesawParamScheduler(optimizer, plan)
+    for samples in (0, 6400, 40000):
+        scheduler.set_consumed_samples(samples)
+        assert optimizer.param_groups[0]["lr"] is lr
+        assert lr.item() == plan.at_samples(samples).lr
+
+
+def test_calculator_takes_only_the_remaining_samples_on_a_short_last_step():
+    class ShortLastStep(Plan):  # the last step takes the remaining tokens (batch multiple 4)
+        def iter_steps(self):
+            for step, tokens, setting in super().iter_steps():
+                left = int(self.total_tokens - tokens) // self.seq_length
+                if left < setting.global_batch:
+                    batch = -(-left // self.batch_multiple) * self.batch_multiple
+                    setting = type(setting)(setting.lr, batch, setting.micro_batch,
+                                            batch // (setting.micro_batch * self.dp_size),
+                                            setting.phase_index)
+                yield step, tokens, setting
+
+    base = CosineLR(total_tokens=2e6 + 5 * SEQ, warmup_tokens=2e5)
+    plan = ShortLastStep(base, SeesawBatch(batch_growth=2.0), 3e-3, 32, SEQ, micro_batch=2,
+                         dp_size=2)
+    *_, (_, before_tokens, before), (_, tokens, last) = plan.iter_steps()
+    phase_batch = plan.phases[plan.phase_index_at(tokens)].global_batch
+    assert 0 < last.global_batch < phase_batch
+    install_calculator(plan)
+    megatron_calculators.update_num_microbatches(tokens // SEQ, consistency_check=True)
+    assert megatron_calculators.get_current_global_batch_size() == last.global_batch
+    assert megatron_calculators.get_num_microbatches() == last.global_batch // 4
+    megatron_calculators.update_num_microbatches(before_tokens // SEQ, consistency_check=True)
+    assert megatron_calculators.get_current_global_batch_size() == before.global_batch

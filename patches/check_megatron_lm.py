@@ -1,0 +1,607 @@
+"""Check the seesaw patch against Megatron-LM's own code, on CPU (run by check_megatron_lm.sh).
+
+Usage: ``python patches/check_megatron_lm.py PATCHED_CHECKOUT`` with the patched copy of
+Megatron-LM first on ``PYTHONPATH`` (the shell script makes the copy and applies the patch).
+
+Real Megatron-LM code used: ``parse_and_validate_args`` (its argparse parser and
+``validate_args``), ``set_global_variables``, ``get_optimizer_param_scheduler``,
+``get_train_valid_test_num_samples``, ``unset_global_variables`` and the checkout's own
+``megatron.core.num_microbatches_calculator`` globals. Replayed, not run: the per-iteration
+bookkeeping of ``train()`` / ``train_step()`` (calculator update, the patched
+micro-batch-change checkpoint condition, ``--iterations-to-skip``, the scheduler's
+``step(increment=num_microbatches x micro x dp x gtp)`` after a successful update only,
+consumed samples += the iteration's batch) and the parts of ``load_checkpoint`` that restore
+``consumed_train_samples``, update the calculator and load the scheduler state. The optimizer
+is a torch AdamW with Megatron-style param groups (``max_lr``, ``min_lr``, ``wd_mult``, one
+group with a tensor LR as under ``--optimizer-cuda-graph``): Megatron's own optimizer needs a
+DDP-wrapped CUDA model.
+
+Stubbed: ``triton`` (a GPU compiler, imported at module level by Megatron-LM's MoE/SSM
+kernels) when it is not importable; on Python 3.11, ``typing.override`` (3.12+, imported by
+``megatron/training/models/hybrid.py`` on Megatron-LM main) comes from typing_extensions.
+
+Prints one ``PASS name: ...`` / ``FAIL name: ...`` / ``SKIP name: ...`` line per check and
+exits 1 if any check failed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import importlib.abc
+import importlib.machinery
+import importlib.util
+import io
+import json
+import logging
+import os
+import sys
+import tempfile
+import traceback
+import types
+import typing
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RESULTS = {"PASS": 0, "FAIL": 0, "SKIP": 0}
+
+
+def report(status: str, name: str, detail: str) -> None:
+    RESULTS[status] += 1
+    print(f"{status} {name}: {detail}", flush=True)
+
+
+# ---- CPU-only stubs ------------------------------------------------------------------------
+
+
+class _StubMeta(type):
+    def __getattr__(cls, name):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return _stub_type(f"{cls.__name__}.{name}")
+
+
+class _Stub(metaclass=_StubMeta):
+    """Anything: a decorator that returns the function, a callable, an attribute bag."""
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def __call__(self, *args, **kwargs):
+        if len(args) == 1 and callable(args[0]) and not kwargs:
+            return args[0]
+        return _Stub()
+
+    def __getattr__(self, name):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return _Stub()
+
+    def __getitem__(self, key):
+        return _Stub()
+
+
+def _stub_type(name):
+    return _StubMeta(name, (_Stub,), {})
+
+
+class _StubModule(types.ModuleType):
+    def __getattr__(self, name):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return _stub_type(f"{self.__name__}.{name}")
+
+
+class _StubFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    def __init__(self, roots):
+        self.roots = roots
+
+    def find_spec(self, name, path, target=None):
+        if name.split(".")[0] in self.roots:
+            return importlib.machinery.ModuleSpec(name, self, is_package=True)
+        return None
+
+    def create_module(self, spec):
+        module = _StubModule(spec.name)
+        module.__path__ = []
+        module.__version__ = "0.0.0"
+        return module
+
+    def exec_module(self, module):
+        pass
+
+
+def install_stubs() -> list:
+    stubbed = []
+    if importlib.util.find_spec("triton") is None:
+        sys.meta_path.insert(0, _StubFinder({"triton"}))
+        stubbed.append("triton (GPU kernel compiler, not installed here)")
+    if not hasattr(typing, "override"):
+        import typing_extensions
+
+        typing.override = typing_extensions.override
+        stubbed.append(
+            f"typing.override from typing_extensions (Python {sys.version.split()[0]} < 3.12)"
+        )
+    return stubbed
+
+
+# ---- Megatron-LM argument parsing ------------------------------------------------------------
+
+MODEL_ARGS = [
+    "--num-layers", "2", "--hidden-size", "64", "--num-attention-heads", "4",
+    "--tokenizer-type", "NullTokenizer",
+    "--vocab-size", "1024", "--mock-data", "--eval-interval", "1000", "--eval-iters", "10",
+]
+
+
+class ParseResult:
+    def __init__(self, args, code, stdout, stderr):
+        self.args, self.code, self.stdout, self.stderr = args, code, stdout, stderr
+
+
+def reset_megatron_globals() -> None:
+    from megatron.core import num_microbatches_calculator as calculators
+    from megatron.training import global_vars
+
+    global_vars.unset_global_variables()
+    calculators.destroy_num_microbatches_calculator()
+
+
+def parse(argv, world_size=8) -> ParseResult:
+    """Megatron-LM's real parse_and_validate_args (+ set_global_variables) on ``argv``."""
+    from megatron.training.arguments import parse_and_validate_args
+
+    reset_megatron_globals()
+    os.environ["WORLD_SIZE"], os.environ["RANK"], os.environ["LOCAL_RANK"] = (
+        str(world_size), "0", "0")
+    sys.argv = ["pretrain_gpt.py", *MODEL_ARGS, *argv]
+    out, err = io.StringIO(), io.StringIO()
+    args, code = None, 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            args = parse_and_validate_args()
+        except SystemExit as stop:
+            code = stop.code
+        except BaseException:  # noqa: BLE001 - the traceback itself is what we report
+            traceback.print_exc()
+            code = "traceback"
+    return ParseResult(args, code, out.getvalue(), err.getvalue())
+
+
+def seesaw_argv(config, micro=None, extra=()):
+    seq_length = 1024
+    if config.endswith(".json") and os.path.exists(config):
+        with open(config) as handle:
+            seq_length = json.load(handle)["seesaw"]["seq_length"]
+        micro = micro or layout_of(config)[0]
+    micro = micro or 2
+    return ["--seq-length", str(seq_length), "--max-position-embeddings", str(seq_length),
+            "--micro-batch-size", str(micro), "--seesaw-config", config, *extra]
+
+
+def layout_of(config):
+    """(micro-batch, world size) for a shipped config: micro <= 2, dp <= 8, micro x dp
+    dividing seesaw.batch_multiple (or train_batch_size)."""
+    with open(config) as handle:
+        data = json.load(handle)
+    multiple = data["seesaw"].get("batch_multiple") or data["train_batch_size"]
+    micro = min(2, data.get("train_micro_batch_size_per_gpu", 2))
+    world = 8
+    while world > 1 and multiple % (micro * world):
+        world //= 2
+    return micro, world
+
+
+def plan_for(args):
+    from seesaw_ds.megatron_adapter import plan_from_megatron_args
+
+    return plan_from_megatron_args(args)
+
+
+# ---- replay of train()'s bookkeeping ---------------------------------------------------------
+
+
+def megatron_style_optimizer(args):
+    import torch
+
+    weights = [torch.nn.Parameter(torch.zeros(2)) for _ in range(3)]
+    return torch.optim.AdamW([
+        {"params": [weights[0]], "max_lr": args.lr, "min_lr": args.min_lr, "wd_mult": 1.0},
+        {"params": [weights[1]], "max_lr": args.lr, "min_lr": args.min_lr, "wd_mult": 0.0},
+        {"params": [weights[2]], "max_lr": args.lr, "min_lr": args.min_lr, "wd_mult": 1.0,
+         "lr": torch.tensor(0.0, dtype=torch.float32)},
+    ], lr=0.0)
+
+
+def build_scheduler(args):
+    from megatron.training.training import get_optimizer_param_scheduler
+
+    optimizer = megatron_style_optimizer(args)
+    return optimizer, get_optimizer_param_scheduler(optimizer)
+
+
+class Replay:
+    """train()'s per-iteration bookkeeping, recording what each iteration used."""
+
+    def __init__(self, args, scheduler, optimizer):
+        self.args, self.scheduler, self.optimizer = args, scheduler, optimizer
+        self.records = {}
+        self.microbatch_change_saves = 0
+
+    def run(self, start_iteration, stop_at=None, failed_updates=()):
+        from megatron.core.num_microbatches_calculator import (
+            get_current_global_batch_size,
+            get_current_running_global_batch_size,
+            get_num_microbatches,
+            update_num_microbatches,
+        )
+
+        args = self.args
+        gtp = getattr(args, "gtp_weight_remat_size", 1)
+        dp_world = args.data_parallel_size * gtp
+        iteration = start_iteration
+        num_microbatches = get_num_microbatches()
+        while iteration < args.train_iters:
+            if stop_at is not None and iteration == stop_at:
+                return iteration
+            update_num_microbatches(args.consumed_train_samples, consistency_check=False)
+            # the patched condition of train()'s checkpoint at a micro-batch-count change
+            if get_num_microbatches() != num_microbatches and iteration != 0 and (
+                getattr(args, "seesaw_config", None) is None
+            ):
+                self.microbatch_change_saves += 1
+            num_microbatches = get_num_microbatches()
+            update_num_microbatches(args.consumed_train_samples, consistency_check=True)
+            if (iteration + 1) in args.iterations_to_skip:
+                batch = dp_world * args.micro_batch_size * get_num_microbatches()
+                self.records[iteration] = (args.consumed_train_samples, batch,
+                                           get_num_microbatches(), None)
+                iteration += 1
+                args.consumed_train_samples += batch
+                continue
+            # train_step: the optimizer step uses the LR now in the param groups
+            lrs = [group["lr"] for group in self.optimizer.param_groups]
+            lrs = [lr.item() if hasattr(lr, "item") else lr for lr in lrs]
+            self.records[iteration] = (args.consumed_train_samples,
+                                       get_current_global_batch_size(),
+                                       get_num_microbatches(), lrs)
+            if iteration not in failed_updates:
+                increment = (get_num_microbatches() * args.micro_batch_size
+                             * args.data_parallel_size * gtp)
+                self.scheduler.step(increment=increment)
+            iteration += 1
+            args.consumed_train_samples += dp_world * args.micro_batch_size * (
+                get_num_microbatches())
+            assert get_current_global_batch_size() == get_current_running_global_batch_size()
+        return iteration
+
+
+def compare_with_plan(plan, records, dp_world, micro):
+    """Iterations whose (start samples, batch, micro-batches, LR of each group) are off."""
+    import torch
+
+    off, steps = [], 0
+    for step, tokens, setting in plan.iter_steps():
+        steps += 1
+        record = records.get(step)
+        if record is None:
+            off.append((step, "missing"))
+            continue
+        samples, batch, micro_batches, lrs = record
+        expected_mb = setting.global_batch // (micro * dp_world)
+        bad = (samples * plan.seq_length != tokens or batch != setting.global_batch
+               or micro_batches != expected_mb)
+        if lrs is not None:
+            tensor_lr = float(torch.tensor(setting.lr, dtype=torch.float32))
+            bad = bad or lrs[0] != setting.lr or lrs[1] != setting.lr or lrs[2] != tensor_lr
+        if bad:
+            off.append((step, record, (tokens, setting.global_batch, expected_mb, setting.lr)))
+    extra = sorted(set(records) - set(range(steps)))
+    return steps, off, extra
+
+
+# ---- the checks --------------------------------------------------------------------------------
+
+
+def check_shipped_config(path):
+    from megatron.training.training import get_train_valid_test_num_samples
+    from seesaw_ds.config import load_config_file
+    from seesaw_ds.megatron_adapter import plan_samples
+
+    name = f"shipped:{os.path.basename(path)}"
+    result = parse(seesaw_argv(path), world_size=layout_of(path)[1])
+    if result.code != 0:
+        return report("FAIL", name, f"did not start: exit {result.code}: {result.stderr.strip()}")
+    args = result.args
+    config = load_config_file(path)
+    plan = plan_for(args)
+    samples = plan_samples(plan)
+    startup = [line for line in result.stdout.splitlines() if line.startswith("[seesaw] ")]
+    optimizer, scheduler = build_scheduler(args)
+    dataset_samples = get_train_valid_test_num_samples()[0]
+    replay = Replay(args, scheduler, optimizer)
+    replay.run(0)
+    steps, off, extra = compare_with_plan(plan, replay.records, args.data_parallel_size,
+                                          args.micro_batch_size)
+    problems = []
+    if len(startup) != 1 or "laid out as 'accumulation'" not in startup[0]:
+        problems.append(f"start-up lines {startup}")
+    if (args.global_batch_size, args.lr) != (config["train_batch_size"],
+                                             config["optimizer"]["params"]["lr"]):
+        problems.append("batch/lr not from the config")
+    if args.train_samples != samples or dataset_samples != samples:
+        problems.append(f"train samples {args.train_samples}, dataset {dataset_samples}, "
+                        f"plan {samples}")
+    if args.train_iters != plan.optimizer_steps or off or extra:
+        problems.append(f"{len(off)} iterations off the plan, extra {extra[:3]}, first "
+                        f"{off[:2]}")
+    if replay.microbatch_change_saves:
+        problems.append(f"{replay.microbatch_change_saves} micro-batch-change checkpoints")
+    detail = (f"{steps} iterations, batch {plan.initial_batch}->"
+              f"{max(p.global_batch for p in plan.phases)}, train samples {args.train_samples}"
+              f" = dataset {dataset_samples} = plan {samples}, {len(off)} of {steps} "
+              f"iterations off the plan (batch, micro-batches, LR)")
+    report("FAIL" if problems else "PASS", name, "; ".join(problems) or detail)
+
+
+def check_skip_and_resume(config):
+    """A failed update, an --iterations-to-skip iteration and a save/resume mid-run."""
+    name = "replay:skipped-update+iterations-to-skip+resume"
+    argv = seesaw_argv(config, extra=["--iterations-to-skip", "31"])
+    result = parse(argv)
+    if result.code != 0:
+        return report("FAIL", name, result.stderr.strip())
+    args = result.args
+    plan = plan_for(args)
+    optimizer, scheduler = build_scheduler(args)
+    replay = Replay(args, scheduler, optimizer)
+    changes = [i for i, (_, _, setting) in enumerate(plan.iter_steps())
+               if i and setting.global_batch != plan.at_tokens(0).global_batch]
+    resume_at = changes[len(changes) // 3] if changes else plan.optimizer_steps // 2
+    failed = {10, resume_at - 1}  # the second one right before the save
+    stopped = replay.run(0, stop_at=resume_at, failed_updates=failed)
+    saved = {"iteration": stopped, "consumed_train_samples": args.consumed_train_samples,
+             "opt_param_scheduler": json.loads(json.dumps(scheduler.state_dict()))}
+    # resume: fresh process state, the same command line, load_checkpoint's restore steps
+    from megatron.core.num_microbatches_calculator import update_num_microbatches
+
+    result = parse(argv)
+    args = result.args
+    optimizer, scheduler = build_scheduler(args)
+    args.consumed_train_samples = saved["consumed_train_samples"]
+    update_num_microbatches(consumed_samples=args.consumed_train_samples, verbose=True)
+    scheduler.load_state_dict(saved["opt_param_scheduler"])
+    resumed = Replay(args, scheduler, optimizer)
+    resumed.records = replay.records
+    resumed.run(saved["iteration"], failed_updates=failed)
+    steps, off, extra = compare_with_plan(plan, resumed.records, args.data_parallel_size,
+                                          args.micro_batch_size)
+    detail = (f"failed updates at iterations {sorted(failed)}, --iterations-to-skip 31, "
+              f"saved after iteration {resume_at - 1} and resumed: {len(off)} of {steps} "
+              "iterations off the plan (batch, micro-batches, LR)")
+    report("FAIL" if off or extra else "PASS", name,
+           detail + (f"; first {off[:2]}" if off else ""))
+
+
+def check_gtp(config):
+    name = "layout:gtp-weight-remat"
+    probe = parse(seesaw_argv(config))
+    if not hasattr(probe.args, "tensor_parallel_num_weight_shards"):
+        return report("SKIP", name, "this Megatron-LM has no --tensor-parallel-num-weight-shards")
+    import megatron.training.arguments as arguments
+
+    real_arch = arguments.get_device_arch_version
+    arguments.get_device_arch_version = lambda: 9  # CUDA-only query: answer "Hopper"
+    try:
+        result = parse(seesaw_argv(config, extra=["--tensor-parallel-num-weight-shards", "2"]),
+                       world_size=8)
+    finally:
+        arguments.get_device_arch_version = real_arch
+    if result.code != 0:
+        return report("FAIL", name, result.stderr.strip())
+    args = result.args
+    plan = plan_for(args)
+    optimizer, scheduler = build_scheduler(args)
+    replay = Replay(args, scheduler, optimizer)
+    replay.run(0)
+    dp_world = args.data_parallel_size * args.gtp_weight_remat_size
+    steps, off, extra = compare_with_plan(plan, replay.records, dp_world, args.micro_batch_size)
+    ok = args.gtp_weight_remat_size == 2 and args.data_parallel_size == 4 and plan.dp_size == 8
+    report("PASS" if ok and not off and not extra else "FAIL", name,
+           f"world 8, --tensor-parallel-num-weight-shards 2: dp {args.data_parallel_size} x gtp "
+           f"{args.gtp_weight_remat_size}, plan divisor {plan.dp_size}, {len(off)} of {steps} "
+           "iterations off the plan (get_device_arch_version stubbed to 9: it asks CUDA)")
+
+
+def check_cuda_graph_lr(config):
+    name = "lr:optimizer-cuda-graph-tensor"
+    result = parse(seesaw_argv(config, extra=["--optimizer-cuda-graph"]))
+    if result.code != 0:
+        return report("SKIP", name, f"--optimizer-cuda-graph refused on CPU by Megatron-LM: "
+                      f"{result.stderr.strip().splitlines()[-1:]}")
+    args = result.args
+    optimizer, scheduler = build_scheduler(args)
+    tensor = optimizer.param_groups[2]["lr"]
+    replay = Replay(args, scheduler, optimizer)
+    replay.run(0, stop_at=500)
+    same = optimizer.param_groups[2]["lr"] is tensor
+    report("PASS" if same else "FAIL", name,
+           f"the tensor LR is filled in place over 500 iterations (same object: {same}); "
+           "its values are compared in every replay")
+
+
+def check_no_microbatch_checkpoint(config):
+    """The patched train() skips its save at a micro-batch-count change under the plan."""
+    import inspect
+
+    from megatron.training import training
+
+    name = "checkpoint:no-save-at-microbatch-change"
+    source = inspect.getsource(training.train).replace("\\\n", " ")
+    condition = [" ".join(line.split()) for line in source.splitlines()
+                 if "get_num_microbatches() != num_microbatches and iteration != 0" in line]
+    guarded = any("getattr(args, 'seesaw_config', None) is None" in line for line in condition)
+    result = parse(seesaw_argv(config))
+    steps = [setting.grad_accum for _, _, setting in plan_for(result.args).iter_steps()]
+    changes = sum(1 for before, after in zip(steps, steps[1:]) if before != after)
+    report("PASS" if guarded and changes else "FAIL", name,
+           f"train()'s condition {condition}: its save is skipped at the {changes} "
+           "micro-batch-count changes of this plan (every checkpoint restores the batch)")
+
+
+def check_lengths(config):
+    from seesaw_ds.megatron_adapter import plan_samples
+
+    result = parse(seesaw_argv(config))
+    plan = plan_for(result.args)
+    samples = plan_samples(plan)
+    for flag, value in (("--train-iters", plan.optimizer_steps), ("--train-samples", samples)):
+        again = parse(seesaw_argv(config, extra=[flag, str(value)]))
+        ok = again.code == 0 and again.args.train_samples == samples
+        report("PASS" if ok else "FAIL", f"length:{flag}-equal",
+               f"{flag} {value} equals the plan: accepted (exit {again.code})")
+
+
+def check_bad_input(name, argv, expect, world_size=8):
+    result = parse(argv, world_size)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    ok = (result.code == 2 and len(lines) == 1 and "Traceback" not in result.stderr
+          and all(part in lines[0] for part in expect))
+    shown = lines[0] if len(lines) == 1 else f"{len(lines)} lines: {lines[-3:]}"
+    report("PASS" if ok else "FAIL", f"bad:{name}", f"exit {result.code}: {shown}")
+
+
+def bad_inputs(config, tmp):
+    probe = parse(seesaw_argv(config))
+    args = probe.args
+    plan = plan_for(args)
+    from seesaw_ds.megatron_adapter import REPLACED_FLAGS, plan_samples
+
+    samples = plan_samples(plan)
+    values = {
+        "step_batch_size_schedule": ["0:256 1B:512"], "rampup_batch_size": ["16", "16", "1000"],
+        "decrease_batch_size_if_needed": [], "lr_decay_style": ["cosine"],
+        "lr_decay_iters": ["1000"], "lr_decay_samples": ["100000"],
+        "lr_warmup_fraction": ["0.01"], "lr_warmup_iters": ["100"],
+        "lr_warmup_samples": ["1000"], "lr_warmup_init": ["0.0001"], "min_lr": ["0.0003"],
+        "decoupled_min_lr": ["0.0001"], "lr_wsd_decay_style": ["linear"],
+        "lr_wsd_decay_iters": ["100"], "lr_wsd_decay_samples": ["1000"],
+        "start_weight_decay": ["0.0"], "end_weight_decay": ["0.1"],
+        "weight_decay_incr_style": ["linear"], "override_opt_param_scheduler": [],
+        "use_checkpoint_opt_param_scheduler": [], "override_ckpt_iteration": ["10"],
+        "phase_transition_iterations": ["100,200"],
+    }
+    for dest, (flag, replacement) in REPLACED_FLAGS.items():
+        if not hasattr(args, dest):
+            report("SKIP", f"bad:{flag}", "not a flag of this Megatron-LM")
+            continue
+        check_bad_input(flag, seesaw_argv(config, extra=[flag, *values[dest]]),
+                        [f"{flag} cannot be combined with --seesaw-config: {replacement}."])
+    check_bad_input("--global-batch-size", seesaw_argv(config, extra=["--global-batch-size",
+                    "128"]), ["--global-batch-size 128", "train_batch_size = 256"])
+    check_bad_input("--lr", seesaw_argv(config, extra=["--lr", "0.001"]),
+                    ["--lr 0.001", "optimizer.params.lr = 0.003"])
+    check_bad_input("--adam-beta2", seesaw_argv(config, extra=["--adam-beta2", "0.98"]),
+                    ["--adam-beta2 0.98", "optimizer.params.betas[1] = 0.95"])
+    check_bad_input("--train-iters", seesaw_argv(config, extra=["--train-iters", "100"]),
+                    ["--train-iters 100", f"{plan.optimizer_steps} iterations"])
+    short = samples - 1103
+    check_bad_input("--train-samples", seesaw_argv(config, extra=["--train-samples",
+                    str(short)]), [f"--train-samples {short}", f"{samples} samples"])
+    check_bad_input("--seq-length", [
+                    "--seq-length", "2048", "--max-position-embeddings", "2048",
+                    "--micro-batch-size", "2", "--seesaw-config", config],
+                    ["seesaw.seq_length = 1024", "--seq-length 2048"])
+    check_bad_input("micro-x-dp", seesaw_argv(config, micro=4),
+                    ["seesaw.batch_multiple = 16", "= 32"])
+    only_seesaw = os.path.join(tmp, "seesaw_only.yaml")
+    with open(only_seesaw, "w") as handle:
+        handle.write("seesaw:\n  total_tokens: 1.0e8\n  seq_length: 1024\n"
+                     "  batch_growth: 2.0\n  lr_schedule: {type: cosine}\n")
+    check_bad_input("batch-not-multiple", seesaw_argv(only_seesaw, extra=[
+        "--global-batch-size", "100", "--lr", "0.001"]), ["train_batch_size = 100", "16"])
+    check_bad_input("missing-config", seesaw_argv(os.path.join(tmp, "missing.json")),
+                    ["cannot read config", "missing.json"])
+
+
+def run_pretrain_gpt(checkout, argv) -> None:
+    """``python pretrain_gpt.py ARGV`` of the patched copy, with the CPU stubs."""
+    import runpy
+
+    install_stubs()
+    os.environ.setdefault("WORLD_SIZE", "8")
+    sys.argv = ["pretrain_gpt.py", *argv]
+    runpy.run_path(os.path.join(checkout, "pretrain_gpt.py"), run_name="__main__")
+
+
+def pretrain_gpt(checkout, argv):
+    import subprocess
+
+    command = [sys.executable, "-W", "ignore", os.path.abspath(__file__), checkout,
+               "--pretrain-gpt", *MODEL_ARGS, *argv]
+    env = dict(os.environ, WORLD_SIZE="8", RANK="0", LOCAL_RANK="0")
+    return subprocess.run(command, capture_output=True, text=True, cwd=checkout, env=env,
+                          timeout=600)
+
+
+def check_pretrain_gpt(checkout, config, tmp):
+    """The real entry point: a bad input ends in one line; a good one gets past parsing."""
+    missing = os.path.join(tmp, "missing.json")
+    done = pretrain_gpt(checkout, seesaw_argv(missing))
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    ok = done.returncode == 2 and len(lines) == 1 and lines[0].startswith("--seesaw-config:")
+    report("PASS" if ok else "FAIL", "pretrain_gpt.py:bad-input",
+           f"exit {done.returncode}, stderr {lines if len(lines) < 4 else lines[-3:]}")
+    done = pretrain_gpt(checkout, seesaw_argv(config))
+    startup = [line for line in done.stdout.splitlines() if line.startswith("[seesaw] ")]
+    cuda = "Megatron requires CUDA" in done.stderr
+    ok = len(startup) == 1 and "train samples" in startup[0] and cuda
+    report("PASS" if ok else "FAIL", "pretrain_gpt.py:start",
+           f"start-up line {startup}; then stops at initialize_megatron's CUDA check on CPU: "
+           f"{cuda}")
+
+
+def main(argv) -> int:
+    checkout = os.path.abspath(argv[1])
+    if argv[2:3] == ["--pretrain-gpt"]:
+        run_pretrain_gpt(checkout, argv[3:])
+        return 0
+    stubbed = install_stubs()
+    import megatron.core
+    import megatron.training
+
+    for module in (megatron.training, megatron.core):
+        if not os.path.abspath(module.__file__).startswith(checkout + os.sep):
+            print(f"FAIL setup: {module.__name__} comes from {module.__file__}, not {checkout}")
+            return 1
+    print(f"python {sys.version.split()[0]}; megatron.training and megatron.core from "
+          f"{checkout}; stubbed: {', '.join(stubbed) or 'nothing'}", flush=True)
+    import warnings
+
+    warnings.simplefilter("ignore")
+    logging.disable(logging.INFO)  # megatron's INFO lines (calculator, tokenizer)
+    configs = sorted(glob.glob(os.path.join(REPO, "ds_configs", "*_seesaw.json")))
+    main_config = os.path.join(REPO, "ds_configs", "150m_b256_seesaw.json")
+    with tempfile.TemporaryDirectory() as tmp:
+        checks = [(f"shipped:{os.path.basename(path)}", check_shipped_config, (path,))
+                  for path in configs]
+        checks += [("replay", check_skip_and_resume, (main_config,)),
+                   ("layout:gtp-weight-remat", check_gtp, (main_config,)),
+                   ("lr:optimizer-cuda-graph-tensor", check_cuda_graph_lr, (main_config,)),
+                   ("checkpoint:no-save-at-microbatch-change",
+                    check_no_microbatch_checkpoint, (main_config,)),
+                   ("length", check_lengths, (main_config,)),
+                   ("bad", bad_inputs, (main_config, tmp)),
+                   ("pretrain_gpt.py", check_pretrain_gpt, (checkout, main_config, tmp))]
+        for name, check, check_args in checks:
+            try:
+                check(*check_args)
+            except Exception:  # noqa: BLE001 - report and go on with the other checks
+                report("FAIL", name, traceback.format_exc().replace("\n", " | "))
+    print(f"{RESULTS['PASS']} passed, {RESULTS['FAIL']} failed, {RESULTS['SKIP']} skipped",
+          flush=True)
+    return 1 if RESULTS["FAIL"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
