@@ -41,8 +41,12 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--name", help="label of this run in summaries (default: schedule)")
     parser.add_argument("--resume", action="store_true",
                         help="continue from the latest checkpoint in the checkpoint dir")
+    parser.add_argument("--allow-plan-change", action="store_true",
+                        help="with --resume: accept a changed seesaw section / peak LR / batch "
+                             "and continue from the saved token count on the new plan")
     parser.add_argument("--max-steps", type=int, default=None,
-                        help="stop after this many optimizer steps (smoke tests)")
+                        help="stop once this many optimizer steps are done, counted from the "
+                             "run's start (a resume past it trains nothing)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--local_rank", "--local-rank", type=int,
                         default=int(os.environ.get("LOCAL_RANK", -1)))
@@ -64,6 +68,8 @@ def _validate(args: argparse.Namespace):
     _check_guard(validated)
     if args.max_steps is not None and args.max_steps < 1:
         raise SeesawConfigError(f"--max-steps = {args.max_steps} must be >= 1.")
+    if args.allow_plan_change and not args.resume:
+        raise SeesawConfigError("--allow-plan-change applies to --resume only: add --resume.")
     return run, ds_config, validated
 
 
@@ -126,10 +132,8 @@ def _prepare_data(run, log):
 
     data = run.data
     if _rank() == 0:
-        prepared = prepare(data.inputs, data.prepared_dir, vocab_size=data.vocab_size
-                           if data.tokenizer_model is None else None,
-                           tokenizer_model=data.tokenizer_model, text_field=data.text_field,
-                           max_bytes=data.max_bytes, progress=True, log=log)
+        prepared = prepare(data.inputs, data.prepared_dir, **data.prepare_options(),
+                           progress=True, log=log)
     _barrier()
     if _rank() != 0:
         prepared = load_prepared(data.prepared_dir)
@@ -240,7 +244,8 @@ def _run(args, run, ds_config, validated) -> int:
     if args.resume:
         if guard is not None:
             guard.restore(checkpoint_dir)
-        load_path, client = engine.load_checkpoint(checkpoint_dir)
+        load_path, client = engine.load_checkpoint(
+            checkpoint_dir, allow_plan_change=args.allow_plan_change)
         if load_path is not None:
             state.update(client["train_state"])
             recorder.curve = client["curve"]
@@ -267,13 +272,16 @@ def _run(args, run, ds_config, validated) -> int:
     def save(tag=None):
         saved_state = dict(state, hook_seconds=state["hook_seconds"] + hook.hook_seconds)
         client = {"train_state": saved_state, "curve": recorder.curve}
-        engine.save_checkpoint(checkpoint_dir, tag=tag, client_state=client)
+        written = engine.save_checkpoint(checkpoint_dir, tag=tag, client_state=client)
+        log(f"checkpoint global_step{engine.global_steps} "
+            + ("written" if written else "already published at this step: not rewritten"))
 
     if hook.consumed_tokens >= state["next_eval"]:
         evaluate_and_record()
     window_losses: List[float] = []
     started = time.perf_counter()
-    for batch in loader:
+    done = args.max_steps is not None and hook.step >= args.max_steps
+    for batch in () if done else loader:  # resumed at --max-steps N: train nothing
         if guard is not None and hook.at_boundary:
             guard.probe(batch)
         out = engine(batch["tokens"], batch["labels"])

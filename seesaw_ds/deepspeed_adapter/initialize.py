@@ -247,7 +247,7 @@ def initialize(
     )
     hook = SeesawEngineHook(
         engine, state, scheduler, dp_rank=_data_parallel_rank(engine, mpu),
-        data_seed=validated.section.data_seed,
+        data_seed=validated.section.data_seed, section=validated.section,
     )
     engine.seesaw = hook
     loader = None

@@ -112,6 +112,25 @@ def _check_parallel_layout(config: Mapping[str, Any]) -> None:
         )
 
 
+def _check_checkpoint_engine(config: Mapping[str, Any]) -> None:
+    """Decoupled checkpoint engines write ``latest`` themselves, later: refused."""
+    checkpoint = config.get("checkpoint")
+    writer = checkpoint.get("writer") if isinstance(checkpoint, Mapping) else None
+    if isinstance(writer, Mapping) and writer.get("decoupled"):
+        raise SeesawConfigError(
+            "checkpoint.writer.decoupled = true: a decoupled checkpoint engine writes "
+            "'latest' itself, in the background, before the Seesaw state (token clock, batch, "
+            "data position) is in the tag, so a resume could find a tag without it. Remove "
+            "\"decoupled\" (the writer itself is fine)."
+        )
+    if config.get("datastates_ckpt") not in (None, False):
+        raise SeesawConfigError(
+            "datastates_ckpt is set: the DataStates checkpoint engine is decoupled (it "
+            "writes 'latest' itself, asynchronously), which Seesaw's checkpoints do not "
+            "support. Remove datastates_ckpt."
+        )
+
+
 def _check_numbers(value: Any, path: str) -> None:
     """Every float in the DeepSpeed part of the config is finite (JSON allows NaN/Infinity)."""
     if isinstance(value, float) and not math.isfinite(value):
@@ -217,6 +236,7 @@ def validate_ds_config(
     _check_numbers(ds_config, "")
     _check_optimizer_params(ds_config)
     _check_parallel_layout(ds_config)
+    _check_checkpoint_engine(ds_config)
     _check_precision(ds_config, device)
     _check_batch_control(ds_config)
     stage = _zero_stage(ds_config)
