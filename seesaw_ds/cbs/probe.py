@@ -26,6 +26,7 @@ import os
 from typing import Any, Callable, Optional
 
 from seesaw_ds.cbs.guard import CriticalBatchGuard, capped_plan
+from seesaw_ds.distributed import all_mean
 from seesaw_ds.errors import SeesawConfigError
 
 __all__ = ["GuardDriver", "PROBE_EVERY", "check_guard_supported"]
@@ -85,8 +86,6 @@ class GuardDriver:
         """Small-batch gradient norm on this window's first micro-batch (every few steps)."""
         import torch
 
-        from seesaw_ds.train import _all_mean
-
         self.small_sq = None
         if self.engine.seesaw.step % PROBE_EVERY:
             return
@@ -95,7 +94,7 @@ class GuardDriver:
         loss = module(batch["tokens"], batch["labels"]).loss
         grads = torch.autograd.grad(loss, params)
         local = float(sum(g.detach().float().pow(2).sum() for g in grads))
-        self.small_sq = _all_mean([local])[0]
+        self.small_sq = all_mean([local])[0]
         self.small_batch = int(batch["tokens"].shape[0])
 
     def before_step(self) -> None:

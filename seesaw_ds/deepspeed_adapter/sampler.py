@@ -2,9 +2,9 @@
 
 Sample ``i`` of a run is ``dataset[perm_e[i % N]]`` with ``e = i // N`` and ``perm_e`` a
 keyed bijection of ``[0, N)`` drawn from ``(data_seed, e)`` (:class:`KeyedPermutation`:
-O(1) memory, pure integer math, the same order in every library version): the stream depends on the seed and the dataset
-only, never on the batch schedule, so a cosine run and a Seesaw run see the same tokens in
-the same order. Optimizer step ``k`` takes the next ``B_k`` samples of the stream; they are
+O(1) memory, pure integer math, the same order in every library version): the stream
+depends on the seed and the dataset only, never on the batch schedule, so a cosine run and
+a Seesaw run see the same tokens in the same order. Optimizer step ``k`` takes the next ``B_k`` samples of the stream; they are
 split into ``GAS`` micro-batches, each sharded over the data-parallel ranks:
 
     micro-batch j of rank r = stream[start + (j * dp + r) * m : start + (j * dp + r + 1) * m]
