@@ -282,6 +282,8 @@ def _precheck(hook: Any, load_dir: str, tag: str, engine: Any, allow_plan_change
     probe.allow_plan_change = allow_plan_change
     if not allow_plan_change:
         _check_fingerprint(hook, saved, tag)
+        if hook.loader is not None and saved.get("loader"):
+            hook.loader.check_state_dict(saved["loader"])  # same sample order?
     probe.load_dict(saved["state"])  # same plan (and seq_length)? raises a clear error
     old_dp, new_dp = saved["state"].get("dp_size"), hook.plan.dp_size
     universal = bool(getattr(engine, "load_universal_checkpoint", lambda: False)())

@@ -196,14 +196,15 @@ class SeesawDataLoader:
             "sample_order": SAMPLE_ORDER_VERSION,
         }
 
-    def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
-        """Resume at the saved sample; the order (seed, dataset size) must be the same."""
+    def check_state_dict(self, state_dict: Dict[str, Any]) -> None:
+        """Raise unless resuming ``state_dict`` keeps the sample order (seed, size, version)."""
         saved_order = state_dict.get("sample_order", "numpy-default_rng")
         if self.order.shuffle and saved_order != SAMPLE_ORDER_VERSION:
             raise SeesawConfigError(
                 f"the checkpoint's sample order is {saved_order!r} but this version shuffles "
                 f"with {SAMPLE_ORDER_VERSION!r}: resuming would change the sample order; "
-                "resume with the seesaw-ds version that wrote the checkpoint."
+                "resume with the seesaw-ds version that wrote the checkpoint, or accept the "
+                "new order with allow_plan_change=True (seesaw_ds.train --allow-plan-change)."
             )
         for key, now in (
             ("data_seed", self.order.seed),
@@ -217,6 +218,10 @@ class SeesawDataLoader:
                     f"{state_dict[key]!r}: resuming would change the sample order; use the "
                     "original value."
                 )
+
+    def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
+        """Resume at the saved sample; the order (seed, dataset size) must be the same."""
+        self.check_state_dict(state_dict)
         self.set_position(state_dict["consumed_samples"], state_dict.get("micro", 0))
 
     # ---- iteration -------------------------------------------------------------------------

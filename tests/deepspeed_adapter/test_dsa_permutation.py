@@ -8,6 +8,7 @@ import pytest
 
 from seesaw_ds.deepspeed_adapter import GlobalSampleOrder
 from seesaw_ds.deepspeed_adapter.permutation import KeyedPermutation, splitmix64
+from seesaw_ds.errors import SeesawConfigError
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 7, 8, 9, 50, 1000, 4097])
@@ -60,3 +61,21 @@ def test_epochs_and_seeds_give_other_orders_and_bad_sizes_are_refused():
         KeyedPermutation(0, 1)
     with pytest.raises(IndexError):
         KeyedPermutation(10, 1)[10]
+
+
+def test_a_checkpoint_of_another_sample_order_is_refused():
+    import torch
+
+    from dsa_common import tiny_config
+    from seesaw_ds.config import plan_from_ds_config
+    from seesaw_ds.deepspeed_adapter import SeesawDataLoader
+
+    data = [{"x": torch.tensor(i)} for i in range(50)]
+    loader = SeesawDataLoader(data, plan_from_ds_config(tiny_config(), 2), 0, 2, data_seed=7)
+    saved = loader.state_dict()
+    assert saved["sample_order"] == "feistel64-v1"
+    loader.load_state_dict(saved)
+    del saved["sample_order"]  # written before the keyed bijection (NumPy's Generator)
+    with pytest.raises(SeesawConfigError, match=r"sample order is 'numpy-default_rng'.*"
+                                                r"allow_plan_change"):
+        loader.load_state_dict(saved)

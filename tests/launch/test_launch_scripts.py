@@ -76,7 +76,8 @@ def shell_only(env):
 
 def resolver_args(env):
     args = launched(env, ".python")
-    return dict(zip(args[2::2], args[3::2]))  # [script, template, --out, X, ...]
+    assert args[:2] == ["-m", "seesaw_ds.launch_config"], args
+    return dict(zip(args[3::2], args[4::2]))  # [-m, module, template, --out, X, ...]
 
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=os.path.basename)
