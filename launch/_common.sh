@@ -1,6 +1,6 @@
 # Sourced by the paper launch scripts from the repo root; not run on its own.
 #   seesaw_pick MODEL BATCH SCHEDULE  sets RUN_NAME, DS_CONFIG, RUN_TEMPLATE, RUN_DIR
-#   seesaw_resolve DP DATA_MODE       writes RUN_YAML (see launch/resolve_run_config.py)
+#   seesaw_resolve DP DATA_MODE       writes RUN_YAML (see seesaw_ds/launch_config.py)
 
 seesaw_die() {
     echo "$(basename "$0"): $*" >&2
@@ -25,7 +25,7 @@ seesaw_pick() {
 
 seesaw_resolve() {
     RUN_YAML="$RUN_DIR/launch/run_config.yaml"
-    "${PYTHON:-python}" launch/resolve_run_config.py "$RUN_TEMPLATE" --out "$RUN_YAML" \
+    "${PYTHON:-python}" -m seesaw_ds.launch_config "$RUN_TEMPLATE" --out "$RUN_YAML" \
         --output-dir "$RUN_DIR" --ds-config "$DS_CONFIG" --dp "$1" --data "${SEESAW_DATA:-$2}" \
         || exit 2
 }

@@ -44,6 +44,18 @@ class DataSettings:
     text_field: str = "text"
     max_bytes: Optional[int] = None
     split: str = "98,2,0"
+    encoding: str = "utf-8"
+    encoding_errors: str = "strict"  # or replace / ignore / backslashreplace
+    doc_separator: str = "blank-line"  # .txt files: paragraphs; "file"; or a literal string
+
+    def prepare_options(self) -> Dict[str, Any]:
+        """The keyword arguments of ``seesaw_ds.data.prepare.prepare`` for these settings."""
+        return {
+            "vocab_size": self.vocab_size if self.tokenizer_model is None else None,
+            "tokenizer_model": self.tokenizer_model, "text_field": self.text_field,
+            "max_bytes": self.max_bytes, "encoding": self.encoding,
+            "encoding_errors": self.encoding_errors, "doc_separator": self.doc_separator,
+        }
 
 
 @dataclass(frozen=True)
@@ -118,6 +130,12 @@ def _check_types(model: ModelSettings, data: DataSettings, checkpoint: Checkpoin
     _expect("data.tokenizer_model", data.tokenizer_model, str, "a path or null", optional=True)
     _expect("data.text_field", data.text_field, str, "a string")
     _expect("data.split", data.split, str, "a string like '98,2,0'")
+    from seesaw_ds.data.corpus import check_text_options
+
+    try:
+        check_text_options(data.encoding, data.encoding_errors, data.doc_separator)
+    except SeesawConfigError as error:
+        raise SeesawConfigError(f"run config: data.{error}") from None
     if data.inputs is not None and (not isinstance(data.inputs, list)
                                     or not all(isinstance(i, str) for i in data.inputs)):
         raise SeesawConfigError(f"run config: data.inputs = {data.inputs!r} must be a list of "

@@ -31,6 +31,7 @@ import time
 from typing import Dict, List, Optional
 
 from seesaw_ds.atomic_files import write_json_atomic
+from seesaw_ds.distributed import all_mean, barrier, rank, world_size
 from seesaw_ds.errors import SeesawConfigError
 
 __all__ = ["main", "parse_args"]
@@ -46,8 +47,12 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--name", help="label of this run in summaries (default: schedule)")
     parser.add_argument("--resume", action="store_true",
                         help="continue from the latest checkpoint in the checkpoint dir")
+    parser.add_argument("--allow-plan-change", action="store_true",
+                        help="with --resume: accept a changed seesaw section / peak LR / batch "
+                             "and continue from the saved token count on the new plan")
     parser.add_argument("--max-steps", type=int, default=None,
-                        help="stop after this many optimizer steps (smoke tests)")
+                        help="stop once this many optimizer steps are done, counted from the "
+                             "run's start (a resume past it trains nothing)")
     parser.add_argument("--stop-at-tokens", default=None,
                         help="checkpoint and stop at the first step boundary at or past this "
                         "many tokens (e.g. a phase start: grow the job from there)")
@@ -72,6 +77,8 @@ def _validate(args: argparse.Namespace):
     _check_guard(validated)
     if args.max_steps is not None and args.max_steps < 1:
         raise SeesawConfigError(f"--max-steps = {args.max_steps} must be >= 1.")
+    if args.allow_plan_change and not args.resume:
+        raise SeesawConfigError("--allow-plan-change applies to --resume only: add --resume.")
     if args.stop_at_tokens is not None:
         from seesaw_ds.config import parse_token_count
 
@@ -120,52 +127,17 @@ def _monitors_under(ds_config: dict, output_dir: str) -> None:
                 section["output_path"] = os.path.join(output_dir, "monitor")
 
 
-# ---- distributed helpers --------------------------------------------------------------------
-
-def _rank() -> int:
-    import torch.distributed as dist
-
-    return dist.get_rank() if dist.is_initialized() else 0
-
-
-def _world() -> int:
-    import torch.distributed as dist
-
-    return dist.get_world_size() if dist.is_initialized() else 1
-
-
-def _barrier() -> None:
-    import torch.distributed as dist
-
-    if dist.is_initialized():
-        dist.barrier()
-
-
-def _all_mean(values: List[float]) -> List[float]:
-    """Mean over ranks of each value."""
-    import torch
-    import torch.distributed as dist
-
-    tensor = torch.tensor(values, dtype=torch.float64)
-    if dist.is_initialized():
-        dist.all_reduce(tensor)
-        tensor /= dist.get_world_size()
-    return tensor.tolist()
-
-
 # ---- data and model -------------------------------------------------------------------------
 
 def _prepare_data(run, log):
     from seesaw_ds.data.prepare import load_prepared, prepare
 
     data = run.data
-    if _rank() == 0:
-        prepared = prepare(data.inputs, data.prepared_dir, vocab_size=data.vocab_size
-                           if data.tokenizer_model is None else None,
-                           tokenizer_model=data.tokenizer_model, text_field=data.text_field,
-                           max_bytes=data.max_bytes, progress=True, log=log)
-    _barrier()
-    if _rank() != 0:
+    if rank() == 0:
+        prepared = prepare(data.inputs, data.prepared_dir, **data.prepare_options(),
+                           progress=True, log=log)
+    barrier()
+    if rank() != 0:
         prepared = load_prepared(data.prepared_dir)
     return prepared
 
@@ -188,18 +160,18 @@ def _evaluate(engine, batches) -> float:
     """Mean CE over the fixed validation batches, sharded over ranks."""
     import torch
 
-    rank, world = _rank(), _world()
+    me, world = rank(), world_size()
     total, count = 0.0, 0
     engine.eval()
     with torch.no_grad():
         for index, batch in enumerate(batches):
-            if index % world != rank:
+            if index % world != me:
                 continue
             out = engine(batch["tokens"], batch["labels"])
             total += float(out.ce)
             count += 1
     engine.train()
-    total, count = _all_mean([total, float(count)])
+    total, count = all_mean([total, float(count)])
     return total / count
 
 
@@ -210,7 +182,7 @@ class _Recorder:
 
     def __init__(self, output_dir: str, resume: bool) -> None:
         self.output_dir = output_dir
-        self.is_writer = _rank() == 0
+        self.is_writer = rank() == 0
         self.curve: List[Dict] = []
         self.steps_path = os.path.join(output_dir, "steps.csv")
         if self.is_writer:
@@ -242,18 +214,178 @@ class _Recorder:
             handle.writelines(kept)
 
 
-def _run(args, run, ds_config, validated) -> int:
-    import deepspeed
+class _Session:
+    """One training run on a live engine: resume, the loop, evaluation, checkpoints, summary.
+
+    ``state`` (next evaluation/checkpoint token counts, training wall seconds, hook seconds)
+    travels in every checkpoint's client state together with the validation curve.
+    """
+
+    def __init__(self, args, run, validated, engine, loader, valid_batches, log) -> None:
+        from seesaw_ds.cbs.probe import GuardDriver
+
+        self.args, self.run, self.validated = args, run, validated
+        self.engine, self.loader, self.valid_batches, self.log = engine, loader, valid_batches, log
+        self.hook = engine.seesaw
+        self.plan = validated.plan
+        self.name = run.name or validated.section.batch_schedule_name
+        self.recorder = _Recorder(run.output_dir, args.resume)
+        self.guard = GuardDriver.maybe(validated.section, engine, log)
+        self.state = {"next_eval": 0.0,
+                      "next_checkpoint": run.checkpoint.interval_tokens or math.inf,
+                      "wall": 0.0, "hook_seconds": 0.0}
+        self.progress = None
+
+    # ---- pieces -------------------------------------------------------------------------
+
+    def resume(self) -> None:
+        """Continue from the latest checkpoint (guard hold first, so the plan check sees it)."""
+        hook, checkpoint_dir = self.hook, self.run.checkpoint_dir
+        if self.guard is not None:
+            self.guard.restore(checkpoint_dir)
+        load_path, client = self.engine.load_checkpoint(
+            checkpoint_dir, allow_plan_change=self.args.allow_plan_change)
+        if load_path is not None:
+            self.state.update(client["train_state"])
+            self.recorder.curve = client["curve"]
+            self.log(f"resumed from {load_path} at step {hook.step}, "
+                     f"{hook.consumed_tokens:,} tokens")
+        self.recorder.truncate_steps(hook.step)  # rows past the checkpoint (all, if none) redo
+
+    def open_progress(self) -> None:
+        if rank() == 0 and not self.args.no_progress:
+            from tqdm import tqdm
+
+            total = int(self.plan.total_tokens)
+            self.progress = tqdm(total=total, initial=min(self.hook.consumed_tokens, total),
+                                 unit="tok", unit_scale=True, desc=self.name,
+                                 dynamic_ncols=True)
+
+    def evaluate(self) -> float:
+        """Validation loss now; a curve point; the next evaluation's token count."""
+        hook, interval = self.hook, self.run.eval.interval_tokens
+        val_loss = _evaluate(self.engine, self.valid_batches)
+        self.recorder.point(hook.consumed_tokens, hook.step, val_loss, self.state["wall"])
+        self.state["next_eval"] = (math.floor(hook.consumed_tokens / interval) + 1) * interval
+        if self.progress is not None:
+            self.progress.set_postfix(val=f"{val_loss:.4f}", B=hook.setting.global_batch)
+        return val_loss
+
+    def save(self) -> None:
+        """A checkpoint of this step (skipped by the adapter when ``latest`` holds it)."""
+        saved_state = dict(self.state,
+                           hook_seconds=self.state["hook_seconds"] + self.hook.hook_seconds)
+        client = {"train_state": saved_state, "curve": self.recorder.curve}
+        written = self.engine.save_checkpoint(self.run.checkpoint_dir, client_state=client)
+        self.log(f"checkpoint global_step{self.engine.global_steps} "
+                 + ("written" if written else "already published at this step: not rewritten"))
+
+    def after_step(self, setting, loss: float) -> None:
+        """Bookkeeping after an optimizer step: CSV row, progress, eval, checkpoint."""
+        hook, state = self.hook, self.state
+        self.recorder.step(hook.step, hook.consumed_tokens, setting, loss)
+        if self.progress is not None:
+            total = int(self.plan.total_tokens)
+            self.progress.update(min(hook.consumed_tokens, total) - self.progress.n)
+        if hook.consumed_tokens >= state["next_eval"] or hook.finished:
+            self.evaluate()
+        if hook.consumed_tokens >= state["next_checkpoint"] and not hook.finished:
+            # Advanced before saving: a resume must not save this checkpoint again.
+            interval = self.run.checkpoint.interval_tokens
+            state["next_checkpoint"] = (math.floor(hook.consumed_tokens / interval) + 1) * interval
+            self.save()
+
+    def _planned_stop(self) -> bool:
+        """``--stop-at-tokens`` reached before the end: remember where, and stop."""
+        stop, hook = self.args.stop_at_tokens, self.hook
+        if stop is None or hook.consumed_tokens < stop or hook.finished:
+            return False
+        self.state["stopped_at_tokens"] = int(hook.consumed_tokens)
+        return True
+
+    def train(self) -> None:
+        """The DeepSpeed loop over the plan, up to its end, ``--max-steps`` or
+        ``--stop-at-tokens``."""
+        engine, hook, guard, max_steps = self.engine, self.hook, self.guard, self.args.max_steps
+        if max_steps is not None and hook.step >= max_steps:
+            return  # resumed at --max-steps N: train nothing
+        window_losses: List[float] = []
+        started = time.perf_counter()
+        for batch in self.loader:
+            if guard is not None and hook.at_boundary:
+                guard.probe(batch)
+            out = engine(batch["tokens"], batch["labels"])
+            engine.backward(out.loss)
+            window_losses.append(float(out.ce))
+            if guard is not None and engine.is_gradient_accumulation_boundary():
+                guard.before_step()
+            setting = hook.setting
+            engine.step()
+            if not hook.at_boundary:
+                continue
+            loss = all_mean([sum(window_losses) / len(window_losses)])[0]
+            window_losses = []
+            if guard is not None:
+                guard.after_step(setting, hook)
+            self.state["wall"] += time.perf_counter() - started
+            self.after_step(setting, loss)
+            started = time.perf_counter()
+            if max_steps is not None and hook.step >= max_steps:
+                break
+            if self._planned_stop():
+                break
+
+    def summary(self, stopped: Optional[int] = None) -> Dict:
+        hook, plan, state = self.hook, self.plan, self.state
+        summary = {
+            "schedule": self.name,
+            "batch_schedule": self.validated.section.batch_schedule_name,
+            "final_val_loss": self.recorder.curve[-1]["val_loss"],
+            "optimizer_steps": hook.step,
+            "tokens": int(hook.consumed_tokens),
+            "wall_seconds": state["wall"],
+            "planned_optimizer_steps": plan.optimizer_steps,
+            "baseline_optimizer_steps": plan.baseline_optimizer_steps,
+            "final_global_batch": hook.setting.global_batch,
+            "world_size": world_size(),
+            "seed": self.run.seed,
+            "finished": bool(hook.finished),
+            "stopped_at_tokens": stopped,
+            "hook_seconds": state["hook_seconds"] + hook.hook_seconds,
+        }
+        if self.guard is not None:
+            summary["cbs_guard"] = self.guard.summary()
+        return summary
+
+    # ---- the whole run ------------------------------------------------------------------
+
+    def execute(self) -> None:
+        if self.args.resume:
+            self.resume()
+        self.open_progress()
+        if self.hook.consumed_tokens >= self.state["next_eval"]:
+            self.evaluate()
+        self.train()
+        if self.progress is not None:
+            self.progress.close()
+        stopped = self.state.pop("stopped_at_tokens", None)
+        if (self.recorder.curve and self.recorder.curve[-1]["step"] != self.hook.step
+                and stopped is None):
+            self.evaluate()  # a planned stop keeps the curve of an uninterrupted run
+        self.save()
+        if rank() == 0:
+            summary = self.summary(stopped)
+            write_json_atomic(os.path.join(self.run.output_dir, "summary.json"), summary)
+            self.log(json.dumps(summary))
+
+
+def _build(run, validated, ds_config, log):
+    """Data (prepared on rank 0), model and the Seesaw DeepSpeed engine."""
     import torch
 
     import seesaw_ds.deepspeed_adapter as adapter
-    from seesaw_ds.cbs.probe import GuardDriver
     from seesaw_ds.model.shapes import build_model
 
-    _single_process_env()
-    deepspeed.init_distributed(dist_backend=_backend())
-    rank = _rank()
-    log = (lambda message: print(message, flush=True)) if rank == 0 else (lambda message: None)
     torch.manual_seed(run.seed)
     prepared = _prepare_data(run, log)
     plan = validated.plan
@@ -264,114 +396,19 @@ def _run(args, run, ds_config, validated) -> int:
     engine, _, loader, _ = adapter.initialize(
         model=model, model_parameters=model.parameters(), training_data=train,
         config=ds_config)
-    hook = engine.seesaw
-    name = run.name or validated.section.batch_schedule_name
-    recorder = _Recorder(run.output_dir, args.resume)
-    guard = GuardDriver.maybe(validated.section, engine, log)
-    checkpoint_dir = run.checkpoint_dir
-    state = {"next_eval": 0.0, "next_checkpoint": run.checkpoint.interval_tokens or math.inf,
-             "wall": 0.0, "hook_seconds": 0.0}
-    if args.resume:
-        if guard is not None:
-            guard.restore(checkpoint_dir)
-        load_path, client = engine.load_checkpoint(checkpoint_dir)
-        if load_path is not None:
-            state.update(client["train_state"])
-            recorder.curve = client["curve"]
-            log(f"resumed from {load_path} at step {hook.step}, "
-                f"{hook.consumed_tokens:,} tokens")
-        recorder.truncate_steps(hook.step)  # rows past the checkpoint (all, if none) redo
-    total = plan.total_tokens
-    progress = None
-    if rank == 0 and not args.no_progress:
-        from tqdm import tqdm
+    return engine, loader, valid_batches
 
-        progress = tqdm(total=int(total), initial=min(hook.consumed_tokens, int(total)),
-                        unit="tok", unit_scale=True, desc=name, dynamic_ncols=True)
 
-    def evaluate_and_record():
-        val_loss = _evaluate(engine, valid_batches)
-        recorder.point(hook.consumed_tokens, hook.step, val_loss, state["wall"])
-        state["next_eval"] = (math.floor(hook.consumed_tokens / run.eval.interval_tokens) + 1) \
-            * run.eval.interval_tokens
-        if progress is not None:
-            progress.set_postfix(val=f"{val_loss:.4f}", B=hook.setting.global_batch)
-        return val_loss
-
-    def save(tag=None):
-        saved_state = dict(state, hook_seconds=state["hook_seconds"] + hook.hook_seconds)
-        client = {"train_state": saved_state, "curve": recorder.curve}
-        engine.save_checkpoint(checkpoint_dir, tag=tag, client_state=client)
-
-    if hook.consumed_tokens >= state["next_eval"]:
-        evaluate_and_record()
-    window_losses: List[float] = []
-    started = time.perf_counter()
-    for batch in loader:
-        if guard is not None and hook.at_boundary:
-            guard.probe(batch)
-        out = engine(batch["tokens"], batch["labels"])
-        engine.backward(out.loss)
-        window_losses.append(float(out.ce))
-        closing = engine.is_gradient_accumulation_boundary()
-        if guard is not None and closing:
-            guard.before_step()
-        setting = hook.setting
-        engine.step()
-        if not hook.at_boundary:
-            continue
-        loss = _all_mean([sum(window_losses) / len(window_losses)])[0]
-        window_losses = []
-        if guard is not None:
-            guard.after_step(setting, hook)
-        state["wall"] += time.perf_counter() - started
-        recorder.step(hook.step, hook.consumed_tokens, setting, loss)
-        if progress is not None:
-            progress.update(min(hook.consumed_tokens, int(total)) - progress.n)
-        if hook.consumed_tokens >= state["next_eval"] or hook.finished:
-            evaluate_and_record()
-        if hook.consumed_tokens >= state["next_checkpoint"] and not hook.finished:
-            # Advanced before saving: a resume must not save this checkpoint again.
-            interval = run.checkpoint.interval_tokens
-            state["next_checkpoint"] = (math.floor(hook.consumed_tokens / interval) + 1) * interval
-            save()
-        started = time.perf_counter()
-        if args.max_steps is not None and hook.step >= args.max_steps:
-            break
-        if (args.stop_at_tokens is not None and hook.consumed_tokens >= args.stop_at_tokens
-                and not hook.finished):
-            state["stopped_at_tokens"] = int(hook.consumed_tokens)
-            break
-    if progress is not None:
-        progress.close()
-    stopped = state.pop("stopped_at_tokens", None)
-    if recorder.curve and recorder.curve[-1]["step"] != hook.step and stopped is None:
-        evaluate_and_record()  # a planned stop keeps the curve of an uninterrupted run
-    save()
-    if rank == 0:
-        summary = {
-            "schedule": name,
-            "batch_schedule": validated.section.batch_schedule_name,
-            "final_val_loss": recorder.curve[-1]["val_loss"],
-            "optimizer_steps": hook.step,
-            "tokens": int(hook.consumed_tokens),
-            "wall_seconds": state["wall"],
-            "planned_optimizer_steps": plan.optimizer_steps,
-            "baseline_optimizer_steps": plan.baseline_optimizer_steps,
-            "final_global_batch": hook.setting.global_batch,
-            "world_size": _world(),
-            "seed": run.seed,
-            "finished": bool(hook.finished),
-            "stopped_at_tokens": stopped,
-            "hook_seconds": state["hook_seconds"] + hook.hook_seconds,
-        }
-        if guard is not None:
-            summary["cbs_guard"] = guard.summary()
-        write_json_atomic(os.path.join(run.output_dir, "summary.json"), summary)
-        log(json.dumps(summary))
-    engine.destroy()
+def _run(args, run, ds_config, validated) -> int:
+    import deepspeed
     import torch.distributed as dist
 
+    _single_process_env()
+    deepspeed.init_distributed(dist_backend=_backend())
+    log = (lambda message: print(message, flush=True)) if rank() == 0 else (lambda message: None)
+    engine, loader, valid_batches = _build(run, validated, ds_config, log)
+    _Session(args, run, validated, engine, loader, valid_batches, log).execute()
+    engine.destroy()
     if dist.is_initialized():
         dist.destroy_process_group()
     return 0

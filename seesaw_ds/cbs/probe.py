@@ -29,6 +29,7 @@ from typing import Any, Callable, Optional
 
 from seesaw_ds.cbs.adaptive import AdaptiveGrowth
 from seesaw_ds.cbs.guard import CriticalBatchGuard
+from seesaw_ds.distributed import all_mean
 from seesaw_ds.errors import SeesawConfigError
 
 __all__ = ["GuardDriver", "PROBE_EVERY", "check_guard_supported"]
@@ -106,8 +107,6 @@ class GuardDriver:
         """Small-batch gradient norm on this window's first micro-batch (every few steps)."""
         import torch
 
-        from seesaw_ds.train import _all_mean
-
         self.small_sq = None
         if self.engine.seesaw.step % PROBE_EVERY:
             return
@@ -116,7 +115,7 @@ class GuardDriver:
         loss = module(batch["tokens"], batch["labels"]).loss
         grads = torch.autograd.grad(loss, params)
         local = float(sum(g.detach().float().pow(2).sum() for g in grads))
-        self.small_sq = _all_mean([local])[0]
+        self.small_sq = all_mean([local])[0]
         self.small_batch = int(batch["tokens"].shape[0])
 
     def before_step(self) -> None:

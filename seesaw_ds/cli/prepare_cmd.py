@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 
+from seesaw_ds.data.corpus import ENCODING_ERRORS, PARAGRAPHS, WHOLE_FILE
 from seesaw_ds.errors import SeesawConfigError
 
 __all__ = ["add_parser", "run"]
@@ -18,8 +19,9 @@ def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "prepare",
         help="train/load a tokenizer and write a megatron-core indexed dataset",
-        description="Read text files (.txt, .py, .md, or .jsonl with a text field), train a "
-        "sentencepiece BPE tokenizer (or load one) and write DIR/corpus_text_document."
+        description="Read text files (.txt, .py, .md, or .jsonl with a text field; a .txt "
+        "file is split into documents at blank lines unless --doc-separator says otherwise), "
+        "train a sentencepiece BPE tokenizer (or load one) and write DIR/corpus_text_document."
         "{bin,idx} plus a manifest. With no INPUTS the Python standard library's own "
         "sources are used, so no download is needed. Re-running with unchanged inputs and "
         "options reuses DIR.",
@@ -36,6 +38,16 @@ def add_parser(subparsers) -> None:
                         help="JSONL key that holds the text (default: text)")
     parser.add_argument("--max-bytes", type=int, default=None,
                         help="cap the corpus at this many bytes of text")
+    parser.add_argument("--encoding", default="utf-8",
+                        help="text encoding of the input files (default utf-8; e.g. latin-1, "
+                        "cp1252)")
+    parser.add_argument("--encoding-errors", default="strict", choices=ENCODING_ERRORS,
+                        help="undecodable bytes: strict (error, default), replace (U+FFFD), "
+                        "ignore (drop) or backslashreplace (\\xNN)")
+    parser.add_argument("--doc-separator", default=PARAGRAPHS, metavar="SEP",
+                        help=f"how .txt files split into documents: {PARAGRAPHS!r} (default: "
+                        f"paragraphs), {WHOLE_FILE!r} (one document per file) or a literal "
+                        "string such as '<|endoftext|>' (\\n, \\t understood)")
     parser.add_argument("--include-tests", action="store_true",
                         help="default corpus only: also use the stdlib's test folders")
     parser.add_argument("--seed", type=int, default=1234, help="tokenizer training seed")
@@ -64,6 +76,9 @@ def run(args: argparse.Namespace) -> int:
         tokenizer_model=args.tokenizer_model,
         text_field=args.text_field,
         max_bytes=args.max_bytes,
+        encoding=args.encoding,
+        encoding_errors=args.encoding_errors,
+        doc_separator=args.doc_separator,
         include_tests=args.include_tests,
         seed=args.seed,
         progress=not args.no_progress,

@@ -8,12 +8,13 @@ any two of them determine the third. The peak LR is ``optimizer.params.lr``.
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass
 from typing import Any, Dict, Mapping, Optional, Union
 
 from seesaw_ds.config.section import SeesawSection, parse_seesaw_section
-from seesaw_ds.errors import SeesawConfigError
+from seesaw_ds.errors import SeesawConfigError, text_number_hint
 from seesaw_ds.schedules import Plan
 
 __all__ = [
@@ -79,7 +80,9 @@ def _positive_int(config: Mapping[str, Any], key: str) -> Optional[int]:
     if value is None or value == "auto":
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise SeesawConfigError(f"{key} = {value!r} must be a positive integer.")
+        raise SeesawConfigError(
+            f"{key} = {value!r} must be a positive integer.{text_number_hint(value)}"
+        )
     return value
 
 
@@ -131,8 +134,14 @@ def peak_lr_of(config: Mapping[str, Any], fallback: Optional[float] = None) -> f
             "optimizer.params.lr is missing: the peak LR of the plan is the optimizer's lr "
             "(add an \"optimizer\": {\"type\": \"AdamW\", \"params\": {\"lr\": ...}} section)."
         )
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or lr <= 0:
-        raise SeesawConfigError(f"optimizer.params.lr = {lr!r} must be a positive number.")
+    if (
+        isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr)
+        or lr <= 0
+    ):
+        raise SeesawConfigError(
+            f"optimizer.params.lr = {lr!r} must be a positive finite number."
+            f"{text_number_hint(lr)}"
+        )
     return float(lr)
 
 

@@ -1,20 +1,31 @@
-"""Find the input text files and read them as documents (one per file or per JSONL line).
+"""Find the input text files and read them as documents.
+
+Documents: a ``.jsonl`` line's ``text_field``; a ``.py`` or ``.md`` file as a whole; a
+``.txt`` file split by ``doc_separator``: blank-line paragraphs by default
+(:data:`PARAGRAPHS`), ``"file"`` for the whole file, or any literal string (``\\n`` and
+``\\t`` in it stand for newline and tab, so ``--doc-separator '\\n\\n\\n'`` works from
+a shell). Files are decoded with ``encoding`` (default UTF-8) and Python's
+``encoding_errors`` policy: ``strict`` (default: an undecodable byte is an error),
+``replace`` (U+FFFD), ``ignore`` (dropped) or ``backslashreplace`` (``\\xNN``).
 
 The default corpus is embedded: the Python standard library's own ``.py`` sources, so
 preparing data never needs a download.
 
 Note:
-    Problems are split in two kinds. A file that cannot be read (permissions, not UTF-8)
-    is an error when its path was named explicitly, and is skipped with a warning when it
-    came from a glob, a directory or the default corpus. A JSONL line that is not a JSON
-    object with a string ``text_field`` is always an error: it means a wrong field name.
+    Problems are split in two kinds. A file that cannot be read (permissions, not in the
+    given encoding) is an error when its path was named explicitly, and is skipped with a
+    warning when it came from a glob, a directory or the default corpus. A JSONL line that
+    is not a JSON object with a string ``text_field`` is always an error: it means a wrong
+    field name.
 """
 
 from __future__ import annotations
 
+import codecs
 import glob
 import json
 import os
+import re
 import sysconfig
 import warnings
 from dataclasses import dataclass, field
@@ -24,6 +35,11 @@ from seesaw_ds.errors import SeesawConfigError
 
 __all__ = [
     "SUPPORTED_SUFFIXES",
+    "PARAGRAPHS",
+    "WHOLE_FILE",
+    "ENCODING_ERRORS",
+    "split_documents",
+    "check_text_options",
     "SourceFile",
     "Corpus",
     "CorpusStats",
@@ -32,6 +48,10 @@ __all__ = [
 ]
 
 SUPPORTED_SUFFIXES = (".txt", ".py", ".md", ".jsonl")
+PARAGRAPHS = "blank-line"  # doc_separator: documents are blank-line separated paragraphs
+WHOLE_FILE = "file"  # doc_separator: a .txt file is one document
+ENCODING_ERRORS = ("strict", "replace", "ignore", "backslashreplace")
+_BLANK_LINE = re.compile(r"\n[^\S\n]*\n")
 _TEST_DIRS = frozenset({"test", "tests", "idle_test"})
 _SKIP_DIRS = frozenset({"site-packages", "dist-packages", "__pycache__"})
 
@@ -135,6 +155,40 @@ def find_files(inputs: Optional[Sequence[str]], include_tests: bool = False) -> 
     return files
 
 
+def check_text_options(encoding: str, encoding_errors: str, doc_separator: str) -> None:
+    """Refuse an unknown encoding, errors policy or an empty separator (one clear error)."""
+    if not isinstance(encoding, str) or not encoding:
+        raise SeesawConfigError(f"encoding = {encoding!r} must name a text encoding.")
+    try:
+        codecs.lookup(encoding)
+    except LookupError:
+        raise SeesawConfigError(
+            f"encoding = {encoding!r} is not a text encoding Python knows; use e.g. utf-8, "
+            "latin-1 or cp1252 (--encoding)."
+        ) from None
+    if encoding_errors not in ENCODING_ERRORS:
+        raise SeesawConfigError(
+            f"encoding_errors = {encoding_errors!r} is not one of {list(ENCODING_ERRORS)} "
+            "(--encoding-errors)."
+        )
+    if not isinstance(doc_separator, str) or not doc_separator:
+        raise SeesawConfigError(
+            f"doc_separator = {doc_separator!r} must be {PARAGRAPHS!r}, {WHOLE_FILE!r} or a "
+            "non-empty string (--doc-separator)."
+        )
+
+
+def split_documents(text: str, doc_separator: str = PARAGRAPHS) -> List[str]:
+    """The documents of a plain-text file (see the module docstring); blank ones dropped."""
+    if doc_separator == WHOLE_FILE:
+        pieces = [text]
+    elif doc_separator == PARAGRAPHS:
+        pieces = _BLANK_LINE.split(text)
+    else:
+        pieces = text.split(doc_separator.replace("\\n", "\n").replace("\\t", "\t"))
+    return [piece.strip("\r\n") for piece in pieces if piece.strip()]
+
+
 @dataclass
 class CorpusStats:
     """What a full pass over the corpus saw."""
@@ -147,6 +201,13 @@ class CorpusStats:
 class Corpus:
     """Re-iterable documents from ``files``, capped at ``max_bytes`` of UTF-8 text.
 
+    Args:
+        files: the inputs (:func:`find_files`).
+        text_field: the JSONL key holding the text.
+        max_bytes: cap on the corpus, in UTF-8 bytes.
+        encoding / encoding_errors: how files are decoded (module docstring).
+        doc_separator: how ``.txt`` files split into documents (module docstring).
+
     Note:
         Documents are taken in file order until their total size reaches ``max_bytes``;
         the last one is cut to fit. Blank documents are dropped. Each skipped file is
@@ -154,7 +215,9 @@ class Corpus:
     """
 
     def __init__(
-        self, files: Sequence[SourceFile], text_field: str = "text", max_bytes: Optional[int] = None
+        self, files: Sequence[SourceFile], text_field: str = "text",
+        max_bytes: Optional[int] = None, encoding: str = "utf-8",
+        encoding_errors: str = "strict", doc_separator: str = PARAGRAPHS,
     ) -> None:
         if not isinstance(text_field, str) or not text_field:
             raise SeesawConfigError("text_field must be a non-empty string (the JSONL key).")
@@ -162,22 +225,30 @@ class Corpus:
                 isinstance(max_bytes, bool) or int(max_bytes) != max_bytes or max_bytes < 1):
             raise SeesawConfigError(
                 f"max_bytes = {max_bytes!r} must be a positive integer or None.")
+        check_text_options(encoding, encoding_errors, doc_separator)
         self.files = list(files)
+        self.encoding, self.encoding_errors = encoding, encoding_errors
+        self.doc_separator = doc_separator
         self.text_field = text_field
         self.max_bytes = None if max_bytes is None else int(max_bytes)
         self._warned: set = set()
 
     def _read(self, source: SourceFile) -> Optional[str]:
         try:
-            with open(source.path, encoding="utf-8") as handle:
+            with open(source.path, encoding=self.encoding, errors=self.encoding_errors) as handle:
                 return handle.read()
         except (OSError, UnicodeDecodeError) as error:
-            reason = "is not valid UTF-8" if isinstance(error, UnicodeDecodeError) else (
-                f"cannot be read ({error.strerror or error})")
+            if isinstance(error, UnicodeDecodeError):
+                byte = error.object[error.start:error.start + 1].hex()
+                name = "UTF-8" if codecs.lookup(self.encoding).name == "utf-8" else self.encoding
+                reason = f"is not valid {name} (byte 0x{byte} at offset {error.start})"
+                fix = ("give its encoding with --encoding (data.encoding), e.g. latin-1 or "
+                       "cp1252, or --encoding-errors replace to substitute undecodable bytes")
+            else:
+                reason = f"cannot be read ({error.strerror or error})"
+                fix = "fix it or remove it from the inputs"
             if source.explicit:
-                raise SeesawConfigError(
-                    f"inputs: {source.path} {reason}; fix it or remove it from the inputs."
-                ) from None
+                raise SeesawConfigError(f"inputs: {source.path} {reason}; {fix}.") from None
             if source.path not in self._warned:
                 self._warned.add(source.path)
                 warnings.warn(f"skipping {source.path}: it {reason}", stacklevel=3)
@@ -209,6 +280,8 @@ class Corpus:
             return
         if source.path.endswith(".jsonl"):
             yield from self._jsonl_documents(source, text)
+        elif source.path.endswith(".txt"):
+            yield from split_documents(text, self.doc_separator)
         else:
             yield text
 

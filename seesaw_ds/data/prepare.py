@@ -19,7 +19,7 @@ from typing import Callable, Optional, Sequence
 
 import sentencepiece
 
-from seesaw_ds.data.corpus import Corpus, find_files
+from seesaw_ds.data.corpus import PARAGRAPHS, Corpus, find_files
 from seesaw_ds.data.indexed import write_indexed_dataset
 from seesaw_ds.data.manifest import (
     FORMAT_VERSION,
@@ -116,6 +116,9 @@ def prepare(
     tokenizer_model: Optional[str] = None,
     text_field: str = "text",
     max_bytes: Optional[int] = None,
+    encoding: str = "utf-8",
+    encoding_errors: str = "strict",
+    doc_separator: str = PARAGRAPHS,
     include_tests: bool = False,
     seed: int = 1234,
     progress: bool = True,
@@ -127,6 +130,9 @@ def prepare(
     ``inputs`` are files, directories or globs (``.txt``, ``.py``, ``.md``, ``.jsonl``);
     None uses the standard library's sources. ``vocab_size`` (default 2048) trains a BPE
     tokenizer; ``tokenizer_model`` loads one instead. ``max_bytes`` caps the corpus.
+    ``encoding`` / ``encoding_errors`` decode the files; ``doc_separator`` splits ``.txt``
+    files into documents (blank-line paragraphs by default; see
+    :mod:`seesaw_ds.data.corpus`).
     """
     out_dir = _check_out_dir(out_dir)
     if tokenizer_model is not None:
@@ -142,7 +148,9 @@ def prepare(
         train_config = TokenizerTrainConfig(
             vocab_size=DEFAULT_VOCAB_SIZE if vocab_size is None else vocab_size, seed=seed)
         tokenizer_params = {"trained": asdict(train_config)}
-    corpus = Corpus([], text_field=text_field, max_bytes=max_bytes)  # validates both
+    text_options = dict(text_field=text_field, max_bytes=max_bytes, encoding=encoding,
+                        encoding_errors=encoding_errors, doc_separator=doc_separator)
+    corpus = Corpus([], **text_options)  # validates the options
     files = find_files(inputs, include_tests=include_tests)
     params = {
         "format_version": FORMAT_VERSION,
@@ -150,6 +158,9 @@ def prepare(
         "include_tests": bool(include_tests) if not inputs else None,
         "text_field": text_field,
         "max_bytes": max_bytes,
+        "encoding": encoding,
+        "encoding_errors": encoding_errors,
+        "doc_separator": doc_separator,
         "tokenizer": tokenizer_params,
         "sentencepiece_version": sentencepiece.__version__,
     }
@@ -162,7 +173,7 @@ def prepare(
         log(f"prepare: reusing {out_dir} (inputs and parameters unchanged)")
         return _from_manifest(out_dir, manifest, reused=True)
 
-    corpus = Corpus(files, text_field=text_field, max_bytes=max_bytes)
+    corpus = Corpus(files, **text_options)
     log(f"prepare: scanning {len(files)} files")
     stats = corpus.scan()
     log(f"prepare: {stats.num_documents} documents, {stats.num_bytes / 1e6:.2f} MB"

@@ -42,6 +42,8 @@ class SeesawEngineHook:
         dp_rank: this rank's data-parallel index (for :meth:`make_loader`).
         data_seed: seed of the global sample order (``seesaw.data_seed``).
         logger: per-step logging (default: monitor + stdout every ``steps_per_print``).
+        section: the parsed ``seesaw`` section; checkpoints save the run's fingerprint from
+            it, and a resume with other values is refused naming the field.
 
     Use exactly one ``engine.step()`` after every ``engine.backward()``, as with plain
     DeepSpeed. ``engine.save_checkpoint`` / ``engine.load_checkpoint`` keep their DeepSpeed
@@ -64,6 +66,7 @@ class SeesawEngineHook:
         dp_rank: int = 0,
         data_seed: int = 1234,
         logger: Optional[SeesawStepLogger] = None,
+        section: Any = None,
     ) -> None:
         dp_size = int(getattr(engine, "dp_world_size", state.plan.dp_size))
         if dp_size != state.plan.dp_size:
@@ -81,6 +84,7 @@ class SeesawEngineHook:
         self.scheduler = scheduler
         self.dp_rank = int(dp_rank)
         self.data_seed = int(data_seed)
+        self.section = section
         self.logger = logger or SeesawStepLogger(engine, _steps_per_print(engine))
         self.loader = None
         self.checkpoint_sidecars: Dict[str, Callable[[], Any]] = {}  # see save_checkpoint
@@ -213,13 +217,14 @@ class SeesawEngineHook:
         self, save_dir: str, tag: Optional[str] = None, client_state: Optional[dict] = None,
         save_latest: bool = True, exclude_frozen_parameters: bool = False,
     ) -> bool:
-        from seesaw_ds.deepspeed_adapter.checkpoint import save_checkpoint
+        """DeepSpeed's signature; False when ``latest`` already holds this step (skipped)."""
+        from seesaw_ds.deepspeed_adapter.checkpoint import save_checkpoint_if_new
 
-        save_checkpoint(self.engine, save_dir, tag, client_state, save_latest,
-                        exclude_frozen_parameters)
-        return True
+        return save_checkpoint_if_new(self.engine, save_dir, tag, client_state, save_latest,
+                                      exclude_frozen_parameters)[1]
 
     def _load_checkpoint(self, load_dir: str, tag: Optional[str] = None, **kwargs: Any):
+        """DeepSpeed's signature plus ``allow_plan_change`` (see :func:`load_checkpoint`)."""
         from seesaw_ds.deepspeed_adapter.checkpoint import load_checkpoint
 
         return load_checkpoint(self.engine, load_dir, tag, **kwargs)

@@ -116,6 +116,42 @@ def _check_model(model: Any) -> None:
         )
 
 
+def _check_training_data(training_data: Any) -> None:
+    """Map-style and non-empty, checked before DeepSpeed builds anything."""
+    if training_data is None:
+        return
+    if not (hasattr(training_data, "__len__") and hasattr(training_data, "__getitem__")):
+        raise SeesawConfigError(
+            f"training_data is a {type(training_data).__name__} without __len__ and "
+            "__getitem__: the Seesaw loader addresses samples by index to keep one global "
+            "order, so pass a map-style dataset (torch.utils.data.Dataset with __len__)."
+        )
+    try:
+        size = len(training_data)
+    except TypeError as error:
+        raise SeesawConfigError(
+            f"training_data has no usable len() ({error}): pass a map-style dataset."
+        ) from None
+    if size < 1:
+        raise SeesawConfigError("training_data is empty: the plan needs at least one sample.")
+
+
+def _check_mesh(mesh_param: Any) -> None:
+    """``mesh_param=(dp, sp)``: only a sequence-parallel size of 1 is supported."""
+    if mesh_param is None:
+        return
+    if not isinstance(mesh_param, (tuple, list)) or len(mesh_param) != 2:
+        raise SeesawConfigError(
+            f"mesh_param = {mesh_param!r} must be a (data_parallel, sequence_parallel) pair."
+        )
+    if mesh_param[1] not in (None, 1):
+        raise SeesawConfigError(
+            f"mesh_param = {tuple(mesh_param)!r} asks for sequence parallelism of "
+            f"{mesh_param[1]}: Seesaw schedules data-parallel runs only; drop mesh_param or "
+            "use (data_parallel_size, 1)."
+        )
+
+
 def _check_local_rank(args: Any) -> None:
     local_rank = getattr(args, "local_rank", None)
     env_rank = os.environ.get("LOCAL_RANK")
@@ -170,8 +206,10 @@ def initialize(
         On CPU, an ``Adam``/``AdamW`` config optimizer without ``torch_adam`` uses torch's
         implementation (logged), avoiding a ~2 minute FusedAdam compile.
     Limitations:
-        ``lr_scheduler`` must be None (Seesaw owns the LR); no pipeline parallelism;
-        ``training_data`` must be map-style.
+        ``lr_scheduler`` must be None (Seesaw owns the LR); data parallelism (ZeRO 0-3)
+        only: a ``PipelineModule``, ``sequence_parallel_size`` > 1, ``tensor_parallel`` or a
+        ``mesh_param`` with a sequence-parallel size > 1 are refused before DeepSpeed is
+        called; ``training_data`` must be map-style and non-empty (checked first too).
     """
     if lr_scheduler is not None:
         raise SeesawConfigError(
@@ -180,6 +218,8 @@ def initialize(
         )
     _check_model(model)
     _check_local_rank(args)
+    _check_mesh(mesh_param)
+    _check_training_data(training_data)
     source = _config_source(args, config, config_params)
     dp_size = data_parallel_size(mpu)
     device = _device_name()
@@ -207,7 +247,7 @@ def initialize(
     )
     hook = SeesawEngineHook(
         engine, state, scheduler, dp_rank=_data_parallel_rank(engine, mpu),
-        data_seed=validated.section.data_seed,
+        data_seed=validated.section.data_seed, section=validated.section,
     )
     engine.seesaw = hook
     loader = None

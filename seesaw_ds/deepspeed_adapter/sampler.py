@@ -1,9 +1,10 @@
 """Data in plan order: one global sample stream, cut into each step's batch.
 
 Sample ``i`` of a run is ``dataset[perm_e[i % N]]`` with ``e = i // N`` and ``perm_e`` a
-permutation drawn from ``(data_seed, e)``: the stream depends on the seed and the dataset
-only, never on the batch schedule, so a cosine run and a Seesaw run see the same tokens in
-the same order. Optimizer step ``k`` takes the next ``B_k`` samples of the stream; they are
+keyed bijection of ``[0, N)`` drawn from ``(data_seed, e)`` (:class:`KeyedPermutation`:
+O(1) memory, pure integer math, the same order in every library version): the stream
+depends on the seed and the dataset only, never on the batch schedule, so a cosine run and
+a Seesaw run see the same tokens in the same order. Optimizer step ``k`` takes the next ``B_k`` samples of the stream; they are
 split into ``GAS`` micro-batches, each sharded over the data-parallel ranks:
 
     micro-batch j of rank r = stream[start + (j * dp + r) * m : start + (j * dp + r + 1) * m]
@@ -16,8 +17,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
-import numpy as np
-
+from seesaw_ds.deepspeed_adapter.permutation import KeyedPermutation
 from seesaw_ds.deepspeed_adapter.state import SeesawState
 from seesaw_ds.errors import SeesawConfigError
 from seesaw_ds.schedules import Plan
@@ -25,8 +25,15 @@ from seesaw_ds.schedules import Plan
 __all__ = ["GlobalSampleOrder", "SeesawBatchSampler", "SeesawDataLoader"]
 
 
+#: Names the permutation algorithm in checkpoints; a different one would change the order.
+SAMPLE_ORDER_VERSION = "feistel64-v1"
+
+
 class GlobalSampleOrder:
     """Maps the run's sample number to a dataset index (epochs reshuffled by seed).
+
+    Memory is O(1) whatever the dataset size: each index is computed on demand by a keyed
+    bijection (:class:`~seesaw_ds.deepspeed_adapter.permutation.KeyedPermutation`).
 
     Args:
         dataset_size: ``len(dataset)``.
@@ -40,35 +47,22 @@ class GlobalSampleOrder:
         self.dataset_size = int(dataset_size)
         self.seed = int(seed)
         self.shuffle = bool(shuffle)
-        self._cache: Dict[int, np.ndarray] = {}
+        self._epoch: Optional[Tuple[int, KeyedPermutation]] = None
 
-    def permutation(self, epoch: int) -> np.ndarray:
-        """Dataset indices of ``epoch`` in run order (the last two epochs are cached)."""
-        perm = self._cache.get(epoch)
-        if perm is None:
-            if self.shuffle:
-                perm = np.random.default_rng([self.seed, epoch]).permutation(self.dataset_size)
-            else:
-                perm = np.arange(self.dataset_size)
-            if len(self._cache) >= 2:
-                self._cache.pop(min(self._cache))
-            self._cache[epoch] = perm
-        return perm
+    def _permutation(self, epoch: int) -> KeyedPermutation:
+        if self._epoch is None or self._epoch[0] != epoch:
+            self._epoch = (epoch, KeyedPermutation(self.dataset_size, self.seed, epoch))
+        return self._epoch[1]
 
     def __getitem__(self, sample: int) -> int:
         epoch, offset = divmod(int(sample), self.dataset_size)
-        return int(self.permutation(epoch)[offset])
+        if not self.shuffle:
+            return offset
+        return self._permutation(epoch)[offset]
 
     def take(self, start: int, count: int) -> List[int]:
         """Dataset indices of samples ``start .. start + count - 1``."""
-        out: List[int] = []
-        sample, end = int(start), int(start) + int(count)
-        while sample < end:
-            epoch, offset = divmod(sample, self.dataset_size)
-            stop = min(end - sample, self.dataset_size - offset)
-            out.extend(int(i) for i in self.permutation(epoch)[offset:offset + stop])
-            sample += stop
-        return out
+        return [self[sample] for sample in range(int(start), int(start) + int(count))]
 
 
 class SeesawBatchSampler:
@@ -199,10 +193,19 @@ class SeesawDataLoader:
             "data_seed": self.order.seed,
             "dataset_size": self.order.dataset_size,
             "shuffle": self.order.shuffle,
+            "sample_order": SAMPLE_ORDER_VERSION,
         }
 
-    def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
-        """Resume at the saved sample; the order (seed, dataset size) must be the same."""
+    def check_state_dict(self, state_dict: Dict[str, Any]) -> None:
+        """Raise unless resuming ``state_dict`` keeps the sample order (seed, size, version)."""
+        saved_order = state_dict.get("sample_order", "numpy-default_rng")
+        if self.order.shuffle and saved_order != SAMPLE_ORDER_VERSION:
+            raise SeesawConfigError(
+                f"the checkpoint's sample order is {saved_order!r} but this version shuffles "
+                f"with {SAMPLE_ORDER_VERSION!r}: resuming would change the sample order; "
+                "resume with the seesaw-ds version that wrote the checkpoint, or accept the "
+                "new order with allow_plan_change=True (seesaw_ds.train --allow-plan-change)."
+            )
         for key, now in (
             ("data_seed", self.order.seed),
             ("dataset_size", self.order.dataset_size),
@@ -215,6 +218,10 @@ class SeesawDataLoader:
                     f"{state_dict[key]!r}: resuming would change the sample order; use the "
                     "original value."
                 )
+
+    def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
+        """Resume at the saved sample; the order (seed, dataset size) must be the same."""
+        self.check_state_dict(state_dict)
         self.set_position(state_dict["consumed_samples"], state_dict.get("micro", 0))
 
     # ---- iteration -------------------------------------------------------------------------

@@ -39,6 +39,9 @@ class SeesawState:
     consumed_samples: int = 0
     step: int = 0
     setting: StepSetting = field(init=False)
+    #: While True, :meth:`load_dict` continues a saved clock on a different plan (set by
+    #: ``load_checkpoint(..., allow_plan_change=True)`` for the duration of the load).
+    allow_plan_change: bool = field(default=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.setting = self.plan.at_samples(self.consumed_samples)
@@ -97,7 +100,9 @@ class SeesawState:
         """Continue the clock of ``saved`` (from :meth:`to_dict`) on this state's plan.
 
         The plan may be laid out for another data-parallel size; its phases (token
-        boundaries, batches, LR multipliers) must be the saved ones.
+        boundaries, batches, LR multipliers) must be the saved ones, unless
+        ``allow_plan_change`` is set: then the clock (samples, steps) continues on this plan
+        from the saved token count.
 
         Raises:
             SeesawConfigError: the saved run followed a different plan.
@@ -107,7 +112,8 @@ class SeesawState:
                 f"seesaw.seq_length = {self.plan.seq_length} but the checkpoint was trained "
                 f"with {saved.get('seq_length')}: the token clock needs the same value."
             )
-        if _as_lists(saved.get("plan_fingerprint", [])) != _as_lists(self.plan.fingerprint()):
+        same = _as_lists(saved.get("plan_fingerprint", [])) == _as_lists(self.plan.fingerprint())
+        if not same and not self.allow_plan_change:
             hint = ""
             if saved.get("dp_size") != self.plan.dp_size:
                 hint = (
@@ -119,7 +125,8 @@ class SeesawState:
             raise SeesawConfigError(
                 "the checkpoint followed a different Seesaw plan than this config builds "
                 "(phases differ): resume with the seesaw section and optimizer lr the run "
-                f"started with.{hint}"
+                "started with, or continue on the new plan on purpose with "
+                f"allow_plan_change (seesaw_ds.train --allow-plan-change).{hint}"
             )
         self.consumed_samples = int(saved["consumed_samples"])
         self.step = int(saved["step"])

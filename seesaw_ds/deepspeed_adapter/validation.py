@@ -11,12 +11,13 @@ No torch or deepspeed import: the device is a parameter, so the checks are unit-
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass
 from typing import Any, Dict, Mapping, Optional, Tuple
 
 from seesaw_ds.config import SeesawSection, plan_from_ds_config, resolve_batch_triple
 from seesaw_ds.config import seesaw_section_of
-from seesaw_ds.errors import SeesawConfigError
+from seesaw_ds.errors import SeesawConfigError, text_number_hint
 from seesaw_ds.schedules import Plan
 
 __all__ = ["ValidatedConfig", "validate_ds_config", "ZERO_TESTED_OPTIMIZERS"]
@@ -94,6 +95,69 @@ def _check_batch_control(config: Mapping[str, Any]) -> None:
         )
 
 
+def _check_parallel_layout(config: Mapping[str, Any]) -> None:
+    """Refuse layouts other than data parallelism (+ ZeRO) before DeepSpeed asserts on them."""
+    for key, field in (
+        ("sequence_parallel_size", "sequence_parallel_size"),
+        ("autotp_size", "tensor_parallel.autotp_size"),
+        ("tp_size", "tensor_parallel.tp_size"),
+    ):
+        holder = config if key == "sequence_parallel_size" else config.get("tensor_parallel")
+        if not isinstance(holder, Mapping) or holder.get(key) in (None, 0, 1):
+            continue
+        raise SeesawConfigError(
+            f"{field} = {holder[key]!r}: Seesaw schedules data-parallel runs only (ZeRO 0-3); "
+            f"sequence and tensor parallelism change the data-parallel size the plan is laid "
+            f"out for. Remove {field} (or set it to 1)."
+        )
+
+
+def _check_checkpoint_engine(config: Mapping[str, Any]) -> None:
+    """Decoupled checkpoint engines write ``latest`` themselves, later: refused."""
+    checkpoint = config.get("checkpoint")
+    writer = checkpoint.get("writer") if isinstance(checkpoint, Mapping) else None
+    if isinstance(writer, Mapping) and writer.get("decoupled"):
+        raise SeesawConfigError(
+            "checkpoint.writer.decoupled = true: a decoupled checkpoint engine writes "
+            "'latest' itself, in the background, before the Seesaw state (token clock, batch, "
+            "data position) is in the tag, so a resume could find a tag without it. Remove "
+            "\"decoupled\" (the writer itself is fine)."
+        )
+    if config.get("datastates_ckpt") not in (None, False):
+        raise SeesawConfigError(
+            "datastates_ckpt is set: the DataStates checkpoint engine is decoupled (it "
+            "writes 'latest' itself, asynchronously), which Seesaw's checkpoints do not "
+            "support. Remove datastates_ckpt."
+        )
+
+
+def _check_numbers(value: Any, path: str) -> None:
+    """Every float in the DeepSpeed part of the config is finite (JSON allows NaN/Infinity)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise SeesawConfigError(f"{path} = {value!r} must be a finite number.")
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            _check_numbers(item, f"{path}.{key}" if path else str(key))
+    elif isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            _check_numbers(item, f"{path}[{index}]")
+
+
+def _check_optimizer_params(config: Mapping[str, Any]) -> None:
+    """Optimizer hyper-parameters are numbers (lists of numbers), not text."""
+    optimizer = config.get("optimizer")
+    params = optimizer.get("params") if isinstance(optimizer, Mapping) else None
+    if not isinstance(params, Mapping):
+        return
+    for key, value in params.items():
+        for item in value if isinstance(value, (list, tuple)) else (value,):
+            hint = text_number_hint(item)
+            if hint:
+                raise SeesawConfigError(
+                    f"optimizer.params.{key} = {value!r} must be a number.{hint}"
+                )
+
+
 def _settle_optimizer(
     config: Dict[str, Any], device: str, zero_stage: int, client_optimizer: bool
 ) -> Tuple[str, ...]:
@@ -169,6 +233,10 @@ def validate_ds_config(
     section = seesaw_section_of(config)  # refuses a scheduler section; unknown/missing keys
     ds_config = copy.deepcopy(dict(config))
     del ds_config["seesaw"]
+    _check_numbers(ds_config, "")
+    _check_optimizer_params(ds_config)
+    _check_parallel_layout(ds_config)
+    _check_checkpoint_engine(ds_config)
     _check_precision(ds_config, device)
     _check_batch_control(ds_config)
     stage = _zero_stage(ds_config)

@@ -222,3 +222,25 @@ def test_missing_file(tmp_path):
     with pytest.raises(SeesawConfigError) as error:
         load_config_file(tmp_path / "nowhere.json")
     assert_one_clear_error(error, "cannot read config", "nowhere.json")
+
+
+def test_yaml_lr_without_a_dot_is_named_as_text(tmp_path):
+    path = tmp_path / "ds.yaml"
+    path.write_text(YAML_CONFIG.replace("lr: 3.0e-3", "lr: 1e-3"))
+    config = load_config_file(str(path))
+    assert config["optimizer"]["params"]["lr"] == "1e-3"  # PyYAML (YAML 1.1) reads text
+    with pytest.raises(SeesawConfigError, match=r"optimizer.params.lr = '1e-3' .*read as text"
+                       r".*write 1.0e-3 or 0.001"):
+        plan_from_ds_config(config, dp_size=2)
+    config["train_batch_size"] = "128"
+    with pytest.raises(SeesawConfigError, match=r"train_batch_size = '128' .*read as text"):
+        resolve_batch_triple(config, 2)
+
+
+@pytest.mark.parametrize("lr", [float("nan"), float("inf")])
+def test_non_finite_peak_lr_is_refused(lr):
+    config = copy.deepcopy(CONFIG)
+    config["optimizer"]["params"]["lr"] = lr
+    with pytest.raises(SeesawConfigError, match=r"optimizer.params.lr = (nan|inf) must be a "
+                       r"positive finite number"):
+        plan_from_ds_config(config, dp_size=2)

@@ -79,3 +79,35 @@ def test_save_refuses_mid_window_and_the_reserved_key(tmp_path):
     engine.seesaw.micro_in_window = 1
     with pytest.raises(RuntimeError, match="accumulation window"):
         save_checkpoint(engine, str(tmp_path))
+
+
+def test_a_published_tag_is_never_rewritten_in_place(tmp_path):
+    engine = FakeEngine()
+    tag = save_checkpoint(engine, str(tmp_path))
+    before = {p.name: p.stat().st_mtime_ns for p in (tmp_path / tag).iterdir()}
+    assert save_checkpoint(engine, str(tmp_path)) == tag  # same step again: skipped
+    assert len(engine.calls) == 1
+    assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / tag).iterdir()} == before
+    engine.seesaw.state.advance()
+    save_checkpoint(engine, str(tmp_path), tag="fixed")
+    assert read_latest(str(tmp_path)) == "fixed"
+    engine.seesaw.state.advance()  # other state under the published name: refused
+    with pytest.raises(SeesawConfigError, match=r"tag 'fixed' is the published checkpoint"):
+        save_checkpoint(engine, str(tmp_path), tag="fixed")
+    assert len(engine.calls) == 2 and read_latest(str(tmp_path)) == "fixed"
+
+
+def test_a_decoupled_checkpoint_engine_is_refused(tmp_path):
+    engine = FakeEngine()
+    engine.checkpoint_engine = SimpleNamespace(is_decoupled=lambda: True)
+    with pytest.raises(SeesawConfigError, match="decoupled"):
+        save_checkpoint(engine, str(tmp_path))
+    assert engine.calls == [] and read_latest(str(tmp_path)) is None
+    from seesaw_ds.deepspeed_adapter import validate_ds_config
+
+    for key, value in (("checkpoint", {"writer": {"type": "FAST", "decoupled": True}}),
+                       ("datastates_ckpt", {"host_cache_size": 16})):
+        config = tiny_config()
+        config[key] = value
+        with pytest.raises(SeesawConfigError, match=r"decoupled|datastates_ckpt"):
+            validate_ds_config(config, 2)

@@ -77,15 +77,19 @@ def bf16_job(workdir):
 
 @pytest.fixture(scope="module")
 def resume_jobs(workdir):
-    ckpt = {"z0": str(workdir / "ckpt_z0"), "z1": str(workdir / "ckpt_z1")}
+    ckpt = {"z0": str(workdir / "ckpt_z0"), "z1": str(workdir / "ckpt_z1"),
+            "z1_fsync": str(workdir / "ckpt_z1_fsync")}
     killed = run_job({"cases": [
         {"name": "z0_save", "config": tiny_config(0, "adamw"), "save_dir": ckpt["z0"],
          "save_at_steps": [SAVE_STEP], "max_steps": SAVE_STEP + 1},
+        {"name": "z1_fsync", "config": tiny_config(1, "adamw"), "save_dir": ckpt["z1_fsync"],
+         "save_at_steps": [3], "max_steps": 3, "record_fsync": True},
         {"name": "z1_kill", "config": tiny_config(1, "adamw"), "save_dir": ckpt["z1"],
          "save_at_steps": [50, SAVE_STEP], "kill_at_step": KILL_STEP},
     ]}, workdir / "killed", expect_success=False)
     resumed = run_job({"cases": [
         {"name": "z1_resume", "config": tiny_config(1, "adamw"), "resume_from": ckpt["z1"]},
+        *changed_run_cases(ckpt["z1"]),
     ]}, workdir / "resumed")
     ckpt["z1_universal"] = str(workdir / "ckpt_z1_universal")
     shutil.copytree(ckpt["z1"], ckpt["z1_universal"])
@@ -103,6 +107,34 @@ def resume_jobs(workdir):
          "expect_error": True},
     ]}, workdir / "one_rank", nproc=1)
     return {"killed": killed, "resumed": resumed, "one_rank": one_rank, "ckpt": ckpt}
+
+
+def _with_lr(config, lr):
+    config["optimizer"]["params"]["lr"] = lr
+    return config
+
+
+CHANGED_RUNS = {  # case -> (config of the resume, the field the refusal must name)
+    "peak_lr_x10": (_with_lr(tiny_config(1, "adamw"), 0.1),
+                    "optimizer.params.lr = 0.1 but checkpoint global_step56 was trained "
+                    "with 0.01"),
+    "min_lr": (tiny_config(1, "adamw", min_lr=0.005),
+               "seesaw.min_lr = 0.005 but checkpoint global_step56 was trained with 0.0"),
+    "warmup_start": (tiny_config(1, "adamw", lr_schedule={
+        "type": "cosine", "warmup_fraction": 0.1, "warmup_start_factor": 0.2,
+        "final_factor": 0.1}), "seesaw.lr_schedule.warmup_start_factor = 0.2 but checkpoint "
+                               "global_step56 was trained with 0.1"),
+    "data_seed": (tiny_config(1, "adamw", data_seed=8),
+                  "seesaw.data_seed = 8 but checkpoint global_step56 was trained with 7"),
+}
+
+
+def changed_run_cases(ckpt_dir):
+    cases = [{"name": name, "config": config, "resume_from": ckpt_dir, "expect_error": True}
+             for name, (config, _) in CHANGED_RUNS.items()]
+    cases.append({"name": "peak_lr_x10_allowed", "config": CHANGED_RUNS["peak_lr_x10"][0],
+                  "resume_from": ckpt_dir, "allow_plan_change": True})
+    return cases
 
 
 def assert_follows_plan(job, name, config, dp=2, first_step=0):
@@ -188,6 +220,14 @@ def test_deepspeed_launcher_monitor_and_stdout(launcher_job, workdir):
     with open(csv_dir / "Train_Seesaw_global_batch.csv") as handle:
         batches = [int(float(row[1])) for row in list(csv.reader(handle))[1:]]
     assert batches == [s["global_batch"] for s in result["steps"]]
+    # README, 'which LR to read': Train/Seesaw/lr is the LR each step used; DeepSpeed's
+    # Train/Samples/lr is read after the scheduler advanced, so it is the next step's.
+    lrs = {}
+    for name in ("Seesaw", "Samples"):
+        with open(csv_dir / f"Train_{name}_lr.csv") as handle:
+            lrs[name] = [float(row[1]) for row in list(csv.reader(handle))[1:]]
+    assert lrs["Seesaw"] == [s["lr"] for s in result["steps"]]
+    assert lrs["Samples"][:-1] == lrs["Seesaw"][1:] != lrs["Seesaw"][:-1]
     lines = [line for line in launcher_job.log.splitlines() if "[seesaw] step=" in line]
     assert len(lines) == plan.optimizer_steps // 5
 
@@ -215,6 +255,31 @@ def test_sigkill_after_a_boundary_then_resume_is_bitwise(exact_job, resume_jobs)
                                                           before["steps"][SAVE_STEP:]]
         assert after["steps"] == before["steps"][SAVE_STEP:]  # lr, batch, GAS, samples too
     assert resumed.case("z1_resume")["weights"] == full["weights"]
+
+
+def test_each_rank_fsyncs_the_checkpoint_files_it_wrote(resume_jobs):
+    for rank in (0, 1):
+        fsynced = resume_jobs["killed"].case("z1_fsync", rank)["fsynced"]
+        assert f"zero_pp_rank_{rank}_mp_rank_00_optim_states.pt" in fsynced, (rank, fsynced)
+        assert f"zero_pp_rank_{1 - rank}_mp_rank_00_optim_states.pt" not in fsynced
+    assert "mp_rank_00_model_states.pt" in resume_jobs["killed"].case("z1_fsync", 0)["fsynced"]
+
+
+@pytest.mark.parametrize("name", sorted(CHANGED_RUNS))
+def test_resume_refuses_a_change_naming_the_field_and_both_values(resume_jobs, name):
+    for rank in (0, 1):
+        error = resume_jobs["resumed"].case(name, rank)["error"]
+        assert CHANGED_RUNS[name][1] in error, error
+        assert "allow-plan-change" in error
+
+
+def test_allow_plan_change_continues_from_the_saved_tokens_on_the_new_plan(resume_jobs):
+    config = CHANGED_RUNS["peak_lr_x10"][0]
+    result = assert_follows_plan(resume_jobs["resumed"], "peak_lr_x10_allowed", config,
+                                 first_step=SAVE_STEP)
+    first = result["steps"][0]
+    assert first["step"] == SAVE_STEP and first["lr"] == pytest.approx(
+        10 * resume_jobs["resumed"].case("z1_resume")["steps"][0]["lr"], rel=1e-12)
 
 
 def test_resume_on_one_rank_keeps_the_clock_and_plan(resume_jobs):

@@ -133,3 +133,64 @@ def test_initialize_refuses_before_building_an_engine(monkeypatch):
         plain = tiny_config()
         del plain["seesaw"]
         seesaw_ds.initialize(model=make_model(), config=plain)
+
+
+def test_non_finite_numbers_in_the_deepspeed_part_are_refused():
+    for path, value in (("gradient_clipping", float("inf")),
+                        ("optimizer.params.betas", [0.9, float("nan")]),
+                        ("optimizer.params.lr", float("nan")),
+                        ("train_batch_size", float("inf"))):
+        config = tiny_config()
+        target = config
+        for key in path.split(".")[:-1]:
+            target = target[key]
+        target[path.split(".")[-1]] = value
+        _raises(config, rf"{path}.* must be a (positive )?(finite number|integer)")
+
+
+def test_optimizer_hyper_parameters_read_as_text_get_a_hint():
+    config = tiny_config()
+    config["optimizer"]["params"]["weight_decay"] = "1e-2"
+    _raises(config, r"optimizer.params.weight_decay = '1e-2' must be a number. It was read "
+                    r"as text")
+
+
+@pytest.mark.parametrize("key, value, field", [
+    ("sequence_parallel_size", 2, "sequence_parallel_size = 2"),
+    ("tensor_parallel", {"autotp_size": 2}, "tensor_parallel.autotp_size = 2"),
+])
+def test_unsupported_parallel_layouts_are_refused(key, value, field):
+    config = tiny_config()
+    config[key] = value
+    _raises(config, rf"{field}: Seesaw schedules data-parallel runs only")
+    config[key] = 1 if key == "sequence_parallel_size" else {"autotp_size": 1}
+    validate_ds_config(config, 2)  # a size of 1 is plain data parallelism
+
+
+def test_layout_and_dataset_checks_run_before_deepspeed_initialize(monkeypatch):
+    import deepspeed
+    import torch
+
+    import seesaw_ds
+    from dsa_common import make_model
+
+    def boom(*args, **kwargs):  # pragma: no cover - must not be reached
+        raise AssertionError("deepspeed.initialize was called")
+
+    monkeypatch.setattr(deepspeed, "initialize", boom)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+
+    class Stream(torch.utils.data.IterableDataset):
+        def __iter__(self):
+            return iter(range(10))
+
+    with pytest.raises(SeesawConfigError, match="training_data is a Stream without __len__"):
+        seesaw_ds.initialize(model=make_model(), config=tiny_config(), training_data=Stream())
+    with pytest.raises(SeesawConfigError, match="training_data is empty"):
+        seesaw_ds.initialize(model=make_model(), config=tiny_config(), training_data=[])
+    with pytest.raises(SeesawConfigError, match=r"mesh_param = \(1, 2\) asks for sequence"):
+        seesaw_ds.initialize(model=make_model(), config=tiny_config(), mesh_param=(1, 2))
+    config = tiny_config()
+    config["sequence_parallel_size"] = 2
+    with pytest.raises(SeesawConfigError, match="sequence_parallel_size = 2"):
+        seesaw_ds.initialize(model=make_model(), config=config)

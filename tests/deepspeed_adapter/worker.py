@@ -4,8 +4,9 @@
 and writes ``{out}.rank{r}.json`` after each case. A case::
 
     {"name": str, "config": ds_config, "mode": "seesaw" | "naive",
-     "resume_from": dir?, "save_dir": dir?, "save_at_steps": [k, ...],
-     "kill_at_step": k?, "max_steps": n?, "monitor_dir": dir?}
+     "resume_from": dir?, "allow_plan_change": bool?, "save_dir": dir?,
+     "save_at_steps": [k, ...], "kill_at_step": k?, "max_steps": n?, "monitor_dir": dir?,
+     "record_fsync": bool?}
 
 Per optimizer step it records the LR/batch/GAS/micro-batch the engine used, the samples
 this rank fed, the micro-batch losses, and (at the end) the full weights.
@@ -48,7 +49,22 @@ def gathered_weights(engine) -> list:
         return [p.detach().double().flatten().tolist() for p in params]
 
 
+def record_fsyncs() -> list:
+    """Paths this process fsyncs during checkpoint saves (wraps the helper the saver calls)."""
+    import seesaw_ds.deepspeed_adapter.checkpoint as checkpoint
+
+    seen, original = [], checkpoint.fsync_path
+
+    def fsync_path(path):
+        seen.append(str(path))
+        original(path)
+
+    checkpoint.fsync_path = fsync_path
+    return seen
+
+
 def run_case(case: dict, local_rank: int) -> dict:
+    fsynced = record_fsyncs() if case.get("record_fsync") else None
     model = make_model()
     data = RegressionData()
     naive = case.get("mode") == "naive"
@@ -59,7 +75,8 @@ def run_case(case: dict, local_rank: int) -> dict:
     )
     hook = engine.seesaw
     if case.get("resume_from"):
-        path, _ = load_checkpoint(engine, case["resume_from"])
+        path, _ = load_checkpoint(engine, case["resume_from"],
+                                  allow_plan_change=case.get("allow_plan_change", False))
         assert path is not None, "nothing to resume"
     if naive:  # DeepSpeed's own boundary + set_train_batch_size at each boundary
         hook.detach()
@@ -124,6 +141,7 @@ def run_case(case: dict, local_rank: int) -> dict:
         "engine_optimizer_type": type(engine.optimizer).__name__,
         "hook_seconds": hook.hook_seconds,
         "elapsed": elapsed,
+        "fsynced": [os.path.basename(p) for p in fsynced] if fsynced is not None else None,
     }
     engine.destroy()
     return result

@@ -3,7 +3,6 @@ each script would run (``deepspeed``, ``torchrun``, ``srun``, ``scontrol`` are f
 record their arguments)."""
 
 import glob
-import importlib.util
 import os
 import re
 import subprocess
@@ -13,6 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+import seesaw_ds.launch_config as resolver
 from seesaw_ds.config import load_config_file, parse_token_count, plan_from_ds_config
 from seesaw_ds.errors import SeesawConfigError
 from seesaw_ds.run_config import parse_run_config
@@ -24,10 +24,6 @@ TEMPLATES = sorted(glob.glob(str(LAUNCH / "run_configs" / "*.yaml")))
 PAPER_150M = str(LAUNCH / "run_configs" / "paper_150m.yaml")
 DS_CONFIGS = sorted(glob.glob(str(REPO / "ds_configs" / "*.json")))
 
-_spec = importlib.util.spec_from_file_location("resolve_run_config",
-                                               LAUNCH / "resolve_run_config.py")
-resolver = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(resolver)
 
 _RECORD = '#!/usr/bin/env bash\nprintf "%s\\n" "$(basename "$0")" "$@" > "$FAKE_LOG"\n'
 FAKES = {
@@ -36,7 +32,7 @@ FAKES = {
     "srun": '#!/usr/bin/env bash\nwhile [ "${1#-}" != "$1" ]; do shift; done\n'
             'SLURM_NODEID=0 exec "$@"\n',
     "scontrol": '#!/usr/bin/env bash\n[ "$1" = show ] && printf "gpu-a\\ngpu-b\\n"\n',
-    # stands in for launch/resolve_run_config.py where only the shell logic is under test
+    # stands in for python -m seesaw_ds.launch_config where only the shell logic is under test
     "fake-python": '#!/usr/bin/env bash\nprintf "%s\\n" "$@" > "$FAKE_LOG.python"\n',
 }
 
@@ -80,7 +76,8 @@ def shell_only(env):
 
 def resolver_args(env):
     args = launched(env, ".python")
-    return dict(zip(args[2::2], args[3::2]))  # [script, template, --out, X, ...]
+    assert args[:2] == ["-m", "seesaw_ds.launch_config"], args
+    return dict(zip(args[3::2], args[4::2]))  # [-m, module, template, --out, X, ...]
 
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=os.path.basename)
@@ -148,7 +145,8 @@ def test_data_check_and_prepare(env, tmp_path, monkeypatch):
     resolver.ensure_data(config, "prepare")
     assert calls == [((config.data.inputs, env["SEESAW_DATA_DIR"]), dict(
         vocab_size=None, tokenizer_model=env["T5_SPM"], text_field="text",
-        max_bytes=70_000_000_000))]
+        max_bytes=70_000_000_000, encoding="utf-8", encoding_errors="strict",
+        doc_separator="blank-line"))]
 
 
 @pytest.mark.parametrize("missing", ["C4_JSONL", "T5_SPM"])
@@ -180,13 +178,13 @@ def test_single_node_command(env, monkeypatch):
         "--resume"]
     resolver_argv = launched(env, ".python")
     assert resolver_argv == [
-        "launch/resolve_run_config.py", "launch/run_configs/paper_150m.yaml", "--out", run_yaml,
+        "-m", "seesaw_ds.launch_config", "launch/run_configs/paper_150m.yaml", "--out", run_yaml,
         "--output-dir", run_dir, "--ds-config", ds_config, "--dp", "8", "--data", "skip"]
     # the same arguments, to the real resolver (in-process: no second torch import)
     for name in ("C4_JSONL", "T5_SPM", "SEESAW_DATA_DIR"):
         monkeypatch.setenv(name, env[name])
     monkeypatch.chdir(REPO)
-    assert resolver.main(resolver_argv[1:]) == 0
+    assert resolver.main(resolver_argv[2:]) == 0
     resolved = parse_run_config(yaml.safe_load(Path(run_yaml).read_text()))
     assert resolved.output_dir == run_dir and resolved.model.shape == "150m"
     assert resolved.data.tokenizer_model == env["T5_SPM"]

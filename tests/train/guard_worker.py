@@ -71,7 +71,7 @@ def run_case(case: dict, train, vocab_size: int, steps: int) -> dict:
             return observe(*values)
 
         guard.guard.observe = recording_observe
-    for batch in loader:  # the loop of seesaw_ds.train._run
+    for batch in loader:  # the loop of seesaw_ds.train._Session.train
         if guard is not None and hook.at_boundary:
             guard.probe(batch)
         out = engine(batch["tokens"], batch["labels"])

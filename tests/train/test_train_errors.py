@@ -50,6 +50,11 @@ CASES = {
                        gradient_clipping=0.0),
         ["cbs_guard", "compute_grad_norm"]),
     "guard on a constant batch": (None, _constant_guarded(), ["cbs_guard", "'seesaw'"]),
+    "sequence parallelism": (None, dict(ds_config(6.4e4), sequence_parallel_size=2),
+                             ["sequence_parallel_size = 2", "data-parallel runs only"]),
+    "non-finite gradient_clipping": (None, dict(ds_config(6.4e4),
+                                                gradient_clipping=float("inf")),
+                                     ["gradient_clipping = inf must be a finite number"]),
 }
 
 
@@ -75,6 +80,15 @@ def test_bad_input_exits_2_with_one_line_before_any_work(name, tmp_path, capsys,
     code = main(["--run-config", str(run_path), "--deepspeed_config", str(ds_path),
                  "--output-dir", str(out)])
     _assert_refused(capsys, code, out, needles)
+
+
+def test_allow_plan_change_without_resume_exits_2(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("DS_ACCELERATOR", "cpu")
+    run_path, ds_path = _write(tmp_path)
+    out = tmp_path / "out"
+    code = main(["--run-config", str(run_path), "--deepspeed_config", str(ds_path),
+                 "--output-dir", str(out), "--allow-plan-change"])
+    _assert_refused(capsys, code, out, ["--allow-plan-change", "--resume"])
 
 
 def test_missing_run_config_file_exits_2(tmp_path, capsys, monkeypatch):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 
 from train_common import (
     B0,
@@ -113,3 +114,45 @@ def test_cosine_and_seesaw_see_the_same_validation_and_training_data(uninterrupt
     # stream (a dataset sized by the token budget, not by the schedule) the same losses.
     assert cosine.rows == seesaw.rows[:warmup_steps]
     assert cosine.summary["schedule"] == "constant"
+
+
+def _mtimes(tag_dir):
+    return {p.name: p.stat().st_mtime_ns for p in sorted(tag_dir.iterdir())}
+
+
+def _saves(log, tag):
+    """How often the run wrote checkpoint ``tag`` (seesaw_ds.train logs each save)."""
+    return log.count(f"checkpoint {tag} written")
+
+
+def test_max_steps_after_a_periodic_save_then_resume_rewrites_and_trains_nothing(
+        uninterrupted, train_root):
+    full = uninterrupted["run"]
+    mid = next(int(r["step"]) for r in full.rows if int(r["tokens"]) >= CHECKPOINT)
+    out = train_root / "max_steps"
+    stopped = train(uninterrupted["run_path"], uninterrupted["ds_path"], out,
+                    "--max-steps", str(mid))
+    assert stopped.rows == full.rows[:mid] and stopped.latest_tag() == f"global_step{mid}"
+    assert _saves(stopped.log, f"global_step{mid}") == 1  # periodic save, not rewritten
+    tag_dir = out / "checkpoints" / f"global_step{mid}"
+    before = _mtimes(tag_dir)
+    again = train(uninterrupted["run_path"], uninterrupted["ds_path"], out, "--resume",
+                  "--max-steps", str(mid))
+    assert f"resumed from {tag_dir}" in again.log
+    assert again.rows == full.rows[:mid]  # no extra step
+    assert _saves(again.log, f"global_step{mid}") == 0 and _mtimes(tag_dir) == before
+    assert f"checkpoint global_step{mid} already published" in again.log
+    assert again.summary["optimizer_steps"] == mid and not again.summary["finished"]
+
+
+def test_resuming_a_finished_run_rewrites_nothing(uninterrupted, train_root):
+    full = uninterrupted["run"]
+    out = train_root / "finished"
+    shutil.copytree(full.out, out)  # copy2: modification times kept
+    tag_dir = out / "checkpoints" / full.latest_tag()
+    before = _mtimes(tag_dir)
+    again = train(uninterrupted["run_path"], uninterrupted["ds_path"], out, "--resume")
+    assert f"resumed from {tag_dir}" in again.log
+    assert _saves(again.log, full.latest_tag()) == 0 and _mtimes(tag_dir) == before
+    assert again.rows == full.rows
+    assert comparable(again.summary) == comparable(full.summary)

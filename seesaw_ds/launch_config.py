@@ -1,8 +1,8 @@
 """Resolve a run-config template into the file a launch passes to ``seesaw_ds.train``.
 
-Usage::
+Usage (the launch scripts call it; ``launch/README.md``)::
 
-    python launch/resolve_run_config.py TEMPLATE.yaml [--out RESOLVED.yaml]
+    python -m seesaw_ds.launch_config TEMPLATE.yaml [--out RESOLVED.yaml]
         [--output-dir DIR] [--ds-config DS.json --dp N] [--data prepare|check|skip]
 
 String values in the template may hold ``${VAR}`` or ``${VAR:-default}``, taken from the
@@ -144,17 +144,17 @@ def ensure_data(config: RunConfig, mode: str) -> None:
     if mode == "prepare":
         from seesaw_ds.data.prepare import prepare
 
-        prepare(data.inputs, data.prepared_dir,  # the same call as seesaw_ds.train's rank 0
-                vocab_size=data.vocab_size if data.tokenizer_model is None else None,
-                tokenizer_model=data.tokenizer_model, text_field=data.text_field,
-                max_bytes=data.max_bytes)
+        # the same call as seesaw_ds.train's rank 0
+        prepare(data.inputs, data.prepared_dir, **data.prepare_options())
         return
     from seesaw_ds.data.manifest import outputs_intact, read_manifest
 
     manifest = read_manifest(data.prepared_dir)
     params = (manifest or {}).get("params", {})
     wanted = {"inputs": list(data.inputs) if data.inputs else "stdlib",
-              "text_field": data.text_field, "max_bytes": data.max_bytes}
+              "text_field": data.text_field, "max_bytes": data.max_bytes,
+              "encoding": data.encoding, "encoding_errors": data.encoding_errors,
+              "doc_separator": data.doc_separator}
     if (manifest is None or not outputs_intact(data.prepared_dir, manifest)
             or any(params.get(key) != value for key, value in wanted.items())):
         raise SeesawConfigError(
@@ -163,7 +163,8 @@ def ensure_data(config: RunConfig, mode: str) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m seesaw_ds.launch_config",
+                                     description=__doc__.split("\n")[0])
     parser.add_argument("template", help="run-config YAML, may hold ${VAR} placeholders")
     parser.add_argument("--out", help="write the resolved YAML here")
     parser.add_argument("--output-dir", help="set output_dir (the run directory)")
@@ -185,7 +186,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.out:
             os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
             with open(args.out, "w", encoding="utf-8") as handle:
-                handle.write(f"# resolved from {args.template} by launch/resolve_run_config.py;"
+                handle.write(f"# resolved from {args.template} by seesaw_ds.launch_config;"
                              " edit the template, not this file\n")
                 yaml.safe_dump(raw, handle, sort_keys=False)
         ensure_data(parse_run_config(raw), args.data)
