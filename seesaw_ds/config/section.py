@@ -22,7 +22,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Dict, Mapping, Optional
 
-from seesaw_ds.errors import SeesawConfigError
+from seesaw_ds.errors import SeesawConfigError, text_number_hint
 from seesaw_ds.schedules import (
     BATCH_SCHEDULES,
     GROWTH_POLICIES,
@@ -98,11 +98,7 @@ def _reject_unknown(section: str, given: Mapping[str, Any], allowed: set, hint: 
 
 def _number(field: str, value: Any, kind=float, minimum: Optional[float] = None):
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        hint = ""
-        if isinstance(value, str):
-            hint = (" It was read as text: YAML reads 1e-3 as a string, write 1.0e-3 (with a "
-                    "dot) or 0.001.")
-        raise SeesawConfigError(f"{field} = {value!r} must be a number.{hint}")
+        raise SeesawConfigError(f"{field} = {value!r} must be a number.{text_number_hint(value)}")
     if not math.isfinite(value):
         raise SeesawConfigError(f"{field} = {value!r} must be a finite number.")
     if kind is int and int(value) != value:

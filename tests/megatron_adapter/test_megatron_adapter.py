@@ -136,7 +136,7 @@ def test_without_following_the_calculator_a_skipped_update_shifts_the_lr():
     used = _replay_megatron_iterations(plan, scheduler, optimizer, failed_updates={10})
     expected = [(setting.global_batch, setting.lr) for _, _, setting in plan.iter_steps()]
     off = [i for i, (a, b) in enumerate(zip(used, expected)) if a != b]
-    assert off[0] == 11 and len(off) == 41  # the defect the follower removes (warmup here)
+    assert off[0] == 11 and len(off) >= 40  # the defect the follower removes (warmup here)
 
 
 def test_a_tensor_lr_is_filled_in_place():
@@ -152,20 +152,8 @@ def test_a_tensor_lr_is_filled_in_place():
 
 
 def test_calculator_takes_only_the_remaining_samples_on_a_short_last_step():
-    class ShortLastStep(Plan):  # the last step takes the remaining tokens (batch multiple 4)
-        def iter_steps(self):
-            for step, tokens, setting in super().iter_steps():
-                left = int(self.total_tokens - tokens) // self.seq_length
-                if left < setting.global_batch:
-                    batch = -(-left // self.batch_multiple) * self.batch_multiple
-                    setting = type(setting)(setting.lr, batch, setting.micro_batch,
-                                            batch // (setting.micro_batch * self.dp_size),
-                                            setting.phase_index)
-                yield step, tokens, setting
-
     base = CosineLR(total_tokens=2e6 + 5 * SEQ, warmup_tokens=2e5)
-    plan = ShortLastStep(base, SeesawBatch(batch_growth=2.0), 3e-3, 32, SEQ, micro_batch=2,
-                         dp_size=2)
+    plan = Plan(base, SeesawBatch(batch_growth=2.0), 3e-3, 32, SEQ, micro_batch=2, dp_size=2)
     *_, (_, before_tokens, before), (_, tokens, last) = plan.iter_steps()
     phase_batch = plan.phases[plan.phase_index_at(tokens)].global_batch
     assert 0 < last.global_batch < phase_batch

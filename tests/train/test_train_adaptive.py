@@ -10,7 +10,6 @@ import pytest
 
 from seesaw_ds.schedules import BatchLimit
 from train_common import (
-    B0,
     comparable,
     ds_config,
     plan_of,
