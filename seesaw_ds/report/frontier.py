@@ -45,8 +45,9 @@ class Cell:
 def _seesaw_section(cell: Cell, tokens: float, guard_safety: float,
                     adaptive_safety: float) -> Dict:
     section: Dict = {
+        # micro-batch 4 throughout: the noise-scale probe needs a micro-batch smaller than
+        # the global batch on one rank, and every schedule gets the same layout
         "total_tokens": tokens, "seq_length": SEQ, "batch_multiple": MICRO,
-        "growth_policy": "micro_batch_first", "max_micro_batch": 16,
         "data_seed": 1234 + cell.seed,
         "lr_schedule": {"type": "cosine", "warmup_fraction": 0.1, "warmup_start_factor": 0.1,
                         "final_factor": 0.1},
