@@ -50,4 +50,13 @@ def format_plan_table(plan: Plan) -> str:
         f" (saving {100 * summary['step_saving']:.1f}%; continuous-limit bound "
         f"{100 * summary['continuous_limit_saving']:.1f}%)"
     )
+    online = getattr(plan.batch_schedule, "safety_factor", None)
+    if summary["batch_schedule"] == "adaptive":
+        lines.append(
+            f"adaptive: the table is the Seesaw envelope, decided offline; during training "
+            f"the batch also grows one rung (x{plan.batch_schedule.batch_growth:g}) whenever "
+            f"{online:g} x B_simple reaches it (decided online, saved in checkpoints), with "
+            f"lr / sqrt(B) on the base path and lr <= {plan.lr_ceiling:g} x peak: fewer steps "
+            "than shown."
+        )
     return "\n".join(lines)

@@ -128,3 +128,23 @@ def test_bad_adaptive_options_name_the_field(options, field):
         parse_seesaw_section({
             "total_tokens": 4e6, "seq_length": 128, "batch_schedule": "adaptive",
             "adaptive": options, "lr_schedule": {"type": "cosine", "final_factor": 0.1}})
+
+
+def test_plan_cli_shows_the_envelope_and_says_what_is_decided_online(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    config = {"train_batch_size": 32, "train_micro_batch_size_per_gpu": 4,
+              "optimizer": {"type": "AdamW", "params": {"lr": 3e-3}},
+              "seesaw": {"total_tokens": 2.8e6, "seq_length": 128, "batch_multiple": 4,
+                         "batch_schedule": "adaptive", "batch_growth": 1.1,
+                         "adaptive": {"safety_factor": 0.5},
+                         "lr_schedule": {"type": "cosine", "warmup_fraction": 0.1,
+                                         "final_factor": 0.1}}}
+    path = tmp_path / "adaptive.json"
+    path.write_text(json.dumps(config))
+    out = subprocess.run([sys.executable, "-m", "seesaw_ds.cli.main", "plan", str(path)],
+                         capture_output=True, text=True, check=True).stdout
+    assert "ratio 0.613" in out  # the Seesaw envelope's steps
+    assert "decided online" in out and "0.5 x B_simple" in out
