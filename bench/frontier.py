@@ -28,6 +28,7 @@ sys.path.insert(0, _ROOT)
 from seesaw_ds.atomic_files import write_json_atomic  # noqa: E402
 from seesaw_ds.report.frontier import (  # noqa: E402
     SCHEDULES,
+    VARIANTS,
     Cell,
     ds_config_of,
     format_frontier_table,
@@ -146,7 +147,8 @@ def main(argv=None) -> int:
     parser.add_argument("--tokens", type=float, default=DEFAULTS["tokens"])
     parser.add_argument("--b0", type=int, nargs="+", default=DEFAULTS["b0"])
     parser.add_argument("--seeds", type=int, nargs="+", default=DEFAULTS["seeds"])
-    parser.add_argument("--schedules", nargs="+", default=list(SCHEDULES), choices=SCHEDULES)
+    parser.add_argument("--schedules", nargs="+", default=list(SCHEDULES),
+                        choices=SCHEDULES + VARIANTS)
     parser.add_argument("--only", help="one cell, schedule@B0/sSEED")
     parser.add_argument("--out", default="results/frontier")
     parser.add_argument("--prepared", default="results/data/stdlib")

@@ -12,13 +12,16 @@ import statistics
 from dataclasses import dataclass
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
-__all__ = ["Cell", "SCHEDULES", "ds_config_of", "run_config_of", "aggregate",
+__all__ = ["Cell", "SCHEDULES", "VARIANTS", "ds_config_of", "run_config_of", "aggregate",
            "paired_gaps", "frontier_report", "format_frontier_table", "plot_frontier"]
 
 SEQ = 128
 PEAK_LR = 3e-3
 MICRO = 4
 SCHEDULES = ("cosine", "seesaw", "adaptive", "late_switch", "seesaw_guard")
+# variants measured on part of the sweep: the adaptive schedule with an LR ceiling of 2
+VARIANTS = ("adaptive_c2",)
+_CEILINGS = {"adaptive": 1.0, "adaptive_c2": 2.0}
 
 
 @dataclass(frozen=True)
@@ -59,15 +62,16 @@ def _seesaw_section(cell: Cell, tokens: float, guard_safety: float,
         if cell.schedule == "seesaw_guard":
             section["cbs_guard"] = {"enabled": True, "safety_factor": guard_safety,
                                     "ema_decay": 0.9, "min_samples": 3}
-    elif cell.schedule == "adaptive":
+    elif cell.schedule in _CEILINGS:
         section.update(batch_schedule="adaptive", batch_growth=1.1,
                        adaptive={"safety_factor": adaptive_safety, "ema_decay": 0.9,
-                                 "min_samples": 3, "lr_ceiling": 1.0})
+                                 "min_samples": 3, "lr_ceiling": _CEILINGS[cell.schedule]})
     elif cell.schedule == "late_switch":
         section.update(batch_schedule="late_switch", switch_fraction=0.7,
                        switch_batch=4 * cell.b0, lr_scaling="none")
     else:
-        raise ValueError(f"unknown schedule {cell.schedule!r}; use one of {SCHEDULES}")
+        raise ValueError(f"unknown schedule {cell.schedule!r}; use one of "
+                         f"{SCHEDULES + VARIANTS}")
     return section
 
 
@@ -184,7 +188,7 @@ def plot_frontier(runs: Sequence[Dict], path: str, title: Optional[str] = None) 
 
     rows = aggregate(runs)
     figure, axis = plt.subplots(figsize=(7, 4.5))
-    for schedule in SCHEDULES:
+    for schedule in SCHEDULES + VARIANTS:
         points = sorted((row["steps"], row["loss"], row["loss_se"], row["b0"])
                         for row in rows if row["schedule"] == schedule)
         if not points:
