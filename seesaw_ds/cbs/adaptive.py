@@ -19,9 +19,9 @@ batch by more than ``batch_growth``. Inputs are all-reduced, so every rank decid
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Optional
+from typing import Optional
 
-from seesaw_ds.cbs.estimator import GradientNoiseScale, NoiseScaleEstimate
+from seesaw_ds.cbs.policy import LimitPolicy
 from seesaw_ds.schedules import AdaptiveBatch, BatchLimit, Plan, round_to_multiple
 from seesaw_ds.schedules.limits import limit_at
 
@@ -39,7 +39,7 @@ class GrowthDecision:
     changed: bool = False
 
 
-class AdaptiveGrowth:
+class AdaptiveGrowth(LimitPolicy):
     """Raises the batch floor one rung at a time while ``safety_factor x B_simple`` allows.
 
     Args:
@@ -48,16 +48,11 @@ class AdaptiveGrowth:
 
     def __init__(self, schedule: AdaptiveBatch) -> None:
         self.schedule = schedule
-        self.estimator = GradientNoiseScale(schedule.ema_decay)
-        self.limits: List[BatchLimit] = []
+        super().__init__(schedule.ema_decay)
 
     @property
     def held_at(self) -> Optional[int]:
         return None  # the adaptive policy never caps (kept for the driver's summary)
-
-    def observe(self, small_batch: float, small_sq_norm: float, big_batch: float,
-                big_sq_norm: float) -> NoiseScaleEstimate:
-        return self.estimator.update(small_batch, small_sq_norm, big_batch, big_sq_norm)
 
     def next_rung(self, ladder: Plan, batch: int) -> Optional[int]:
         """The batch after ``batch`` on the adaptive ladder, or None at the top."""
@@ -88,14 +83,3 @@ class AdaptiveGrowth:
         return GrowthDecision(rung, rung, limit,
                               f"next rung {rung} <= {self.schedule.safety_factor:g} x "
                               f"B_simple = {limit:.1f}: growing", changed=True)
-
-    def plan_for(self, ladder: Plan) -> Plan:
-        return ladder.with_batch_limits(self.limits)
-
-    def state_dict(self) -> dict:
-        return {"estimator": self.estimator.state_dict(),
-                "limits": [limit.to_list() for limit in self.limits]}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.estimator.load_state_dict(state["estimator"])
-        self.limits = [BatchLimit.from_list(values) for values in state["limits"]]

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import List, Optional
 
-from seesaw_ds.cbs.estimator import GradientNoiseScale, NoiseScaleEstimate
+from seesaw_ds.cbs.policy import LimitPolicy
 from seesaw_ds.config.section import CBSGuardSettings
 from seesaw_ds.schedules import BatchLimit, Plan
 from seesaw_ds.schedules.limits import limit_at
@@ -40,7 +40,7 @@ def ladder_batches(plan: Plan) -> List[int]:
     return sorted({phase.global_batch for phase in plan.phases})
 
 
-class CriticalBatchGuard:
+class CriticalBatchGuard(LimitPolicy):
     """Caps the plan's batch at the largest ladder batch below ``safety_factor x B_simple``.
 
     Args:
@@ -50,17 +50,12 @@ class CriticalBatchGuard:
 
     def __init__(self, settings: CBSGuardSettings) -> None:
         self.settings = settings
-        self.estimator = GradientNoiseScale(settings.ema_decay)
-        self.limits: List[BatchLimit] = []
+        super().__init__(settings.ema_decay)
 
     @property
     def held_at(self) -> Optional[int]:
         """The cap in force after the last decision (None: growing freely)."""
         return self.limits[-1].cap if self.limits else None
-
-    def observe(self, small_batch: float, small_sq_norm: float, big_batch: float,
-                big_sq_norm: float) -> NoiseScaleEstimate:
-        return self.estimator.update(small_batch, small_sq_norm, big_batch, big_sq_norm)
 
     def decide(self, ladder: Plan, tokens: float, current: int) -> GuardDecision:
         """The cap for the step starting at ``tokens`` after a step of ``current``
@@ -100,15 +95,3 @@ class CriticalBatchGuard:
             return GuardDecision(None, wanted, limit, reason)
         self.limits.append(BatchLimit(float(tokens), cap=allowed))
         return GuardDecision(allowed, wanted, limit, reason, changed=True)
-
-    def plan_for(self, ladder: Plan) -> Plan:
-        """The ladder with the guard's limits applied."""
-        return ladder.with_batch_limits(self.limits)
-
-    def state_dict(self) -> dict:
-        return {"estimator": self.estimator.state_dict(),
-                "limits": [limit.to_list() for limit in self.limits]}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.estimator.load_state_dict(state["estimator"])
-        self.limits = [BatchLimit.from_list(values) for values in state["limits"]]
