@@ -19,9 +19,11 @@ SEQ = 128
 PEAK_LR = 3e-3
 MICRO = 4
 SCHEDULES = ("cosine", "seesaw", "adaptive", "late_switch", "seesaw_guard")
-# variants measured on part of the sweep: the adaptive schedule with an LR ceiling of 2
-VARIANTS = ("adaptive_c2",)
-_CEILINGS = {"adaptive": 1.0, "adaptive_c2": 2.0}
+# variants measured on part of the sweep: the adaptive schedule with an LR ceiling of 2,
+# and with a lower safety factor. Name -> (safety factor, None: the sweep's; LR ceiling).
+VARIANTS = ("adaptive_c2", "adaptive_c2_s25")
+_ADAPTIVE = {"adaptive": (None, 1.0), "adaptive_c2": (None, 2.0),
+             "adaptive_c2_s25": (0.25, 2.0)}
 
 
 @dataclass(frozen=True)
@@ -62,10 +64,11 @@ def _seesaw_section(cell: Cell, tokens: float, guard_safety: float,
         if cell.schedule == "seesaw_guard":
             section["cbs_guard"] = {"enabled": True, "safety_factor": guard_safety,
                                     "ema_decay": 0.9, "min_samples": 3}
-    elif cell.schedule in _CEILINGS:
+    elif cell.schedule in _ADAPTIVE:
+        safety, ceiling = _ADAPTIVE[cell.schedule]
         section.update(batch_schedule="adaptive", batch_growth=1.1,
-                       adaptive={"safety_factor": adaptive_safety, "ema_decay": 0.9,
-                                 "min_samples": 3, "lr_ceiling": _CEILINGS[cell.schedule]})
+                       adaptive={"safety_factor": safety or adaptive_safety, "ema_decay": 0.9,
+                                 "min_samples": 3, "lr_ceiling": ceiling})
     elif cell.schedule == "late_switch":
         section.update(batch_schedule="late_switch", switch_fraction=0.7,
                        switch_batch=4 * cell.b0, lr_scaling="none")
