@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from seesaw_ds.config import parse_seesaw_section
 from seesaw_ds.errors import SeesawConfigError
-from seesaw_ds.schedules import SeesawBatch
+from seesaw_ds.schedules import BatchLimit, SeesawBatch
 from seesaw_ds.schedules.batch_schedules import AUTO_BATCH_BOUND
 
 PEAK = 1e-3
@@ -207,3 +207,61 @@ def test_the_property_draws_accept_most_sections():
 
     count()
     assert sum(accepted) >= 0.5 * len(accepted)
+
+
+@st.composite
+def limited_plans(draw):
+    """A random Seesaw (or adaptive) plan and random online limits on it."""
+    section, initial = draw(sections())
+    section.update(batch_schedule=draw(st.sampled_from(["seesaw", "adaptive"])),
+                   batch_growth=draw(st.floats(1.05, 3.0)))
+    for key in ("final_batch", "batch_increment", "ramp_tokens", "batch_steps",
+                "switch_batch", "switch_fraction", "lr_scaling", "lr_cut"):
+        section.pop(key, None)
+    if section["batch_schedule"] == "adaptive":
+        section["adaptive"] = {"lr_ceiling": draw(st.sampled_from([1.0, 1.5, 4.0]))}
+    plan = _plan_or_refusal(section, initial)
+    if plan is None:
+        return None
+    multiple, total = plan.batch_multiple, plan.total_tokens
+    starts = sorted(draw(st.lists(st.floats(0.0, 0.99), min_size=1, max_size=4)))
+    limits = []
+    for fraction in starts:
+        floor = draw(st.one_of(st.none(), st.integers(1, 8).map(lambda k: k * multiple)))
+        cap = draw(st.one_of(st.none(), st.integers(1, 8).map(lambda k: k * multiple)))
+        if floor is not None and cap is not None and floor > cap:
+            floor, cap = cap, floor
+        limits.append(BatchLimit(fraction * total, floor=floor, cap=cap))
+    return plan, limits
+
+
+@settings(max_examples=40, deadline=None)
+@given(limited_plans())
+def test_online_limits_clamp_the_batch_and_keep_the_lr_rule(drawn):
+    if drawn is None:
+        return
+    ladder, limits = drawn
+    limited = ladder.with_batch_limits(limits)
+    assert limited.phases[0].start_tokens == 0.0
+    assert all(a.end_tokens == b.start_tokens for a, b in zip(limited.phases,
+                                                              limited.phases[1:]))
+    ceiling = ladder.lr_ceiling
+    for _, start, setting in list(limited.iter_steps())[:-1]:
+        wanted = ladder.at_tokens(start)
+        active = [limit for limit in limits if limit.start_tokens <= start]
+        expected = active[-1].clamp(wanted.global_batch) if active else wanted.global_batch
+        assert setting.global_batch == expected
+        if expected == wanted.global_batch:
+            assert setting.lr == pytest.approx(wanted.lr, rel=1e-12)
+        else:  # lr / sqrt(B) on the base path, under the ceiling
+            on_path = PEAK * limited.base.factor(start) * math.sqrt(expected / ladder.initial_batch)
+            bound = math.inf if ceiling is None else ceiling * PEAK
+            assert setting.lr == pytest.approx(max(limited.min_lr, min(on_path, bound)),
+                                               rel=1e-12)
+    # nothing before the first limit changes
+    first = limits[0].start_tokens
+    for _, start, setting in ladder.iter_steps():
+        if start >= first:
+            break
+        same = limited.at_tokens(start)
+        assert (same.lr, same.global_batch) == (setting.lr, setting.global_batch)
