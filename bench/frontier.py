@@ -133,6 +133,10 @@ def report(runs: list) -> None:
             print(f"| {gap['schedule']} | {gap['b0']} | {100 * gap['gap']:+.2f}% +- "
                   f"{100 * gap['gap_se']:.2f}% | {gap['steps_ratio']:.3f} | "
                   f"{'yes' if gap['reaches_best_cosine'] else 'no'} |")
+        beyond = frontier["beyond_cosine_frontier"]
+        print("\npoints no cosine run dominates (fewer or equal steps and lower or equal mean "
+              "loss): " + (", ".join(f"{r['schedule']}@{r['b0']} ({r['steps']:.0f} steps, "
+                                     f"{r['loss']:.4f})" for r in beyond) or "none"))
         winner = frontier["fewest_steps_at_best_loss"]
         if winner:
             print(f"\nfewest steps at the best cosine loss: {winner['schedule']} @ B0 "

@@ -20,8 +20,10 @@ PEAK_LR = 3e-3
 MICRO = 4
 SCHEDULES = ("cosine", "seesaw", "adaptive", "late_switch", "seesaw_guard")
 # variants measured on part of the sweep: the adaptive schedule with an LR ceiling of 2,
-# and with a lower safety factor. Name -> (safety factor, None: the sweep's; LR ceiling).
-VARIANTS = ("adaptive_c2", "adaptive_c2_s25")
+# and with a lower safety factor (name -> (safety factor, None: the sweep's; LR ceiling)),
+# and the guard at safety factor 0.25.
+VARIANTS = ("adaptive_c2", "adaptive_c2_s25", "seesaw_guard_s25")
+_GUARD = {"seesaw_guard": None, "seesaw_guard_s25": 0.25}
 _ADAPTIVE = {"adaptive": (None, 1.0), "adaptive_c2": (None, 2.0),
              "adaptive_c2_s25": (0.25, 2.0)}
 
@@ -59,10 +61,11 @@ def _seesaw_section(cell: Cell, tokens: float, guard_safety: float,
     }
     if cell.schedule == "cosine":
         section["batch_schedule"] = "constant"
-    elif cell.schedule in ("seesaw", "seesaw_guard"):
+    elif cell.schedule == "seesaw" or cell.schedule in _GUARD:
         section.update(batch_schedule="seesaw", batch_growth=1.1)
-        if cell.schedule == "seesaw_guard":
-            section["cbs_guard"] = {"enabled": True, "safety_factor": guard_safety,
+        if cell.schedule in _GUARD:
+            section["cbs_guard"] = {"enabled": True,
+                                    "safety_factor": _GUARD[cell.schedule] or guard_safety,
                                     "ema_decay": 0.9, "min_samples": 3}
     elif cell.schedule in _ADAPTIVE:
         safety, ceiling = _ADAPTIVE[cell.schedule]
@@ -162,7 +165,16 @@ def frontier_report(runs: Sequence[Dict]) -> Dict:
         if gap["reaches_best_cosine"] and gap["schedule"] != "cosine":
             reached.append(gap)
     winner = min(reached, key=lambda gap: gap["steps_ratio"], default=None)
-    return {"best_cosine": best, "vs_best_cosine": gaps, "fewest_steps_at_best_loss": winner}
+    return {"best_cosine": best, "vs_best_cosine": gaps, "fewest_steps_at_best_loss": winner,
+            "beyond_cosine_frontier": beyond_cosine_frontier(rows)}
+
+
+def beyond_cosine_frontier(rows: Sequence[Dict]) -> List[Dict]:
+    """Mean points of other schedules that no cosine point dominates (a cosine run with at
+    most as many steps and at most the same mean loss): the frontier sense."""
+    cosine = [row for row in rows if row["schedule"] == "cosine"]
+    return [row for row in rows if row["schedule"] != "cosine" and not any(
+        c["steps"] <= row["steps"] and c["loss"] <= row["loss"] for c in cosine)]
 
 
 def format_frontier_table(runs: Sequence[Dict]) -> str:
