@@ -84,6 +84,9 @@ def tiny_config(
         "lr_schedule": {"type": "cosine", "warmup_fraction": 0.1, "warmup_start_factor": 0.1,
                         "final_factor": 0.1},
         "data_seed": 7,
+        # a common multiple of the 1- and 2-rank layouts (micro 2 x dp): one plan, short last
+        # step included, on either rank count, so resumes may change the rank count
+        "batch_multiple": 4,
     }
     if seesaw.get("batch_schedule", "seesaw") != "seesaw":
         section.pop("batch_growth")

@@ -72,9 +72,12 @@ def test_every_schedule_sees_the_same_global_stream():
 
 def test_sharding_matches_one_rank_and_micro_batch_first():
     dataset = IndexData()
-    two, _ = run_stream(plan_from_ds_config(tiny_config(), 2), dataset, 2)
-    one, _ = run_stream(plan_from_ds_config(tiny_config(), 1), dataset, 1)
-    mbf_config = tiny_config(growth_policy="micro_batch_first", max_micro_batch=8)
+    # one batch_multiple for both rank counts: the plan (short last step included) is then
+    # the same on 1 and 2 ranks, as the README says for resuming on another rank count
+    two, _ = run_stream(plan_from_ds_config(tiny_config(batch_multiple=4), 2), dataset, 2)
+    one, _ = run_stream(plan_from_ds_config(tiny_config(batch_multiple=4), 1), dataset, 1)
+    mbf_config = tiny_config(growth_policy="micro_batch_first", max_micro_batch=8,
+                             batch_multiple=4)
     mbf, _ = run_stream(plan_from_ds_config(mbf_config, 2), dataset, 2)
     assert two == one == mbf
 
@@ -145,5 +148,6 @@ def test_a_replaced_plan_is_followed_from_the_next_window():
         state.advance()
     with pytest.raises(StopIteration):
         next(it)
-    assert max(sizes[:60]) == 16 and max(sizes[60:]) == 16 and sizes[-1] == 16
+    assert max(sizes[:60]) == 16 and max(sizes[60:]) == 16
+    assert sizes[-1] <= 16 and sum(sizes) == capped.trained_samples  # short last step
     assert stream == GlobalSampleOrder(len(dataset), 7).take(0, len(stream))
