@@ -333,7 +333,9 @@ class InverseSqrtLR(LRSchedule):
     def _first_decay_at_or_below(self, level: float) -> Optional[float]:
         if level <= 0.0:
             return None
-        tokens = self.warmup_tokens + self.timescale / level**2 - self.timescale
+        # (timescale / level) / level: level**2 underflows to 0 for tiny levels; this
+        # overflows to inf instead, which the caller reads as "never reached"
+        tokens = self.warmup_tokens + (self.timescale / level) / level - self.timescale
         return tokens if tokens <= self.total_tokens else None
 
 

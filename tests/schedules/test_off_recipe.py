@@ -187,3 +187,14 @@ def test_late_switch_to_a_batch_not_above_the_initial_one_is_refused(switch_batc
     base = CosineLR(total_tokens=1e7)
     with pytest.raises(SeesawConfigError, match="seesaw.switch_batch .* must exceed"):
         Plan(base, LateSwitchBatch(switch_batch=switch_batch), PEAK, 16, 100)
+
+
+def test_inverse_sqrt_with_a_tiny_milestone_level_is_a_finite_plan():
+    """Regression (found by the property test in CI): growth 1.0001 with lr_cut 1.125 over an
+    inverse-sqrt base asked for a level whose square underflows to 0 (ZeroDivisionError)."""
+    section = parse_seesaw_section({
+        "total_tokens": 204800.0, "seq_length": 64, "batch_multiple": 1,
+        "lr_schedule": {"type": "inverse_sqrt", "timescale_tokens": 2048.0},
+        "batch_schedule": "seesaw", "batch_growth": 1.0001, "lr_cut": 1.1250562485938203})
+    plan = section.build_plan(1e-3, 1, micro_batch=1, dp_size=1)
+    assert plan.phases[-1].end_tokens == 204800.0 and plan.phases[-1].follows_base
