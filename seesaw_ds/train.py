@@ -408,6 +408,7 @@ def _run(args, run, ds_config, validated) -> int:
     log = (lambda message: print(message, flush=True)) if rank() == 0 else (lambda message: None)
     engine, loader, valid_batches = _build(run, validated, ds_config, log)
     _Session(args, run, validated, engine, loader, valid_batches, log).execute()
+    barrier()  # every rank done with its last collective before any tears down
     engine.destroy()
     if dist.is_initialized():
         dist.destroy_process_group()
@@ -448,4 +449,10 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Everything is written and the process group is gone: leave without running C++ static
+    # destructors, which on CPU (gloo, DeepSpeed's shm comm op) sometimes abort a run that
+    # did almost no work ("terminate called without an active exception", exit -6).
+    os._exit(code)
