@@ -82,7 +82,9 @@ def test_resume_on_more_ranks_needs_the_universal_checkpoint(grown):
     assert refused.returncode != 0  # each rank exits 2 before any process group; torchrun 1
     log = refused.stdout + refused.stderr
     errors = [line for line in log.splitlines() if line.startswith("seesaw-ds train: error:")]
-    assert len(errors) == 2  # one line per rank, then torchrun reports the failed children
+    # one line per rank that got to print it: torchrun stops the other child as soon as the
+    # first exits 2, so the second line may or may not come (a race, seen in CI)
+    assert 1 <= len(errors) <= 2 and len(set(errors)) == 1
     assert "seesaw-ds universal" in errors[0] and "ZeRO stage 1 on 1 ranks" in errors[0]
     assert "_universal" in grown["convert"].stdout
 
