@@ -146,15 +146,23 @@ class SeesawBatch(BatchSchedule):
     def largest_batch(self, initial_batch: int) -> Optional[int]:
         return self.max_batch
 
+    def milestone(self, base: LRSchedule, k: int) -> Optional[float]:
+        """Token count where the base factor first falls to ``decay_per_milestone**-k``, or
+        None when that happens at or after ``total_tokens`` (or never)."""
+        # A relative slack so that a base landing exactly on a level (a step decay by 1/2
+        # under batch_growth 2) is not missed by a last-bit rounding of the level.
+        level = self.decay_per_milestone ** (-k) * (1.0 + _LEVEL_SLACK)
+        if level <= 0.0:
+            return None
+        tokens = base.first_tokens_at_or_below(level)
+        return None if tokens is None or tokens >= base.total_tokens else tokens
+
     def milestones(self, base: LRSchedule) -> List[float]:
-        """Token counts where the base factor first falls to ``decay_per_milestone**-k``."""
+        """Every milestone's token count, in order (at most ``_MAX_MILESTONES``)."""
         points: List[float] = []
         for k in range(1, _MAX_MILESTONES + 1):
-            # A relative slack so that a base landing exactly on a level (a step decay by
-            # 1/2 under batch_growth 2) is not missed by a last-bit rounding of the level.
-            level = self.decay_per_milestone ** (-k) * (1.0 + _LEVEL_SLACK)
-            tokens = base.first_tokens_at_or_below(level)
-            if tokens is None or tokens >= base.total_tokens:
+            tokens = self.milestone(base, k)
+            if tokens is None:
                 break
             points.append(tokens)
         return points
@@ -178,8 +186,7 @@ class SeesawBatch(BatchSchedule):
         """Refuse a growth the base never reaches (or reaches with no room left for one
         step of the grown batch): that "Seesaw" would be the base itself."""
         final = base.final_factor_at_end
-        first = base.first_tokens_at_or_below(self.decay_per_milestone ** -1
-                                              * (1.0 + _LEVEL_SLACK))
+        first = self.milestone(base, 1)
         grown = round_to_multiple(initial_batch * self.batch_growth, batch_multiple)
         if self.max_batch is not None:
             grown = min(grown, self.max_batch)
@@ -240,13 +247,6 @@ class _SeesawPhaseBuilder:
         return Phase(start, self.base.total_tokens, batch,
                      math.sqrt(batch / self.initial_batch), True)
 
-    def _milestone(self, k: int) -> Optional[float]:
-        level = self.schedule.decay_per_milestone ** (-k) * (1.0 + _LEVEL_SLACK)
-        if level <= 0.0:
-            return None
-        tokens = self.base.first_tokens_at_or_below(level)
-        return None if tokens is None or tokens >= self.base.total_tokens else tokens
-
     def _next_growth_index(self, k: int, batch: int) -> int:
         """A milestone index > k no later than the first one that could grow ``batch``."""
         growth = self.schedule.batch_growth
@@ -284,7 +284,7 @@ class _SeesawPhaseBuilder:
         batch, k, following = initial, 0, False
         while True:
             k = self._next_growth_index(k, batch) if following else k + 1
-            start = self._milestone(k)
+            start = self.schedule.milestone(self.base, k)
             if start is None:
                 break
             candidate, ideal, capped = self._candidate(k, batch)
