@@ -6,8 +6,9 @@
 
 Lays the plan out with ``seesaw_ds.layout`` (the jobs of the chain: ranks and start tokens),
 writes the DeepSpeed config every job uses (the paper config with ``seesaw.batch_multiple``
-set to the layout's batch multiple, micro-batch 1 growing up to the throughput file's largest
-micro-batch, so one plan holds on every rank count) to
+set to the layout's batch multiple and, when the jobs round batches to their own rank counts,
+``seesaw.batch_multiple_stages``; micro-batch 1 growing up to the throughput file's largest
+micro-batch, so one plan holds on every job's rank count) to
 ``$SEESAW_RESULTS/RUN/launch/ds_config_chain.json``, and chains, each after the previous one
 succeeded (``--dependency=afterok``):
 
@@ -38,25 +39,31 @@ from seesaw_ds.errors import SeesawConfigError  # noqa: E402
 from seesaw_ds.layout import load_throughput, project_wallclock  # noqa: E402
 
 
-def chain_config(ds_config: dict, batch_multiple: int, max_micro: int) -> dict:
-    """The paper config with the layout's batch multiple; micro 1 that may grow."""
+def chain_config(ds_config: dict, batch_multiple: int, max_micro: int,
+                 stages=()) -> dict:
+    """The paper config with the layout's batch multiple (and its stages, when each job
+    rounds to its own rank count); micro 1 that may grow."""
     config = json.loads(json.dumps(ds_config))
     config["train_micro_batch_size_per_gpu"] = 1
     config.pop("gradient_accumulation_steps", None)
     section = config["seesaw"]
     section.update(batch_multiple=batch_multiple, growth_policy="micro_batch_first",
                    max_micro_batch=max_micro)
+    if stages:
+        section["batch_multiple_stages"] = list(stages)
     return config
 
 
 def build_chain(run_name: str, ds_path: str, throughput_path: str, ranks: int,
-                max_ranks: int, gpus_per_node: int, results: str):
+                max_ranks: int, gpus_per_node: int, results: str,
+                relaunch_seconds: float = 0.0):
     """(chain config, stages, list of sbatch argument lists with a DEP placeholder)."""
     ds_config = load_config_file(ds_path)
     throughput = load_throughput(throughput_path)
     projection = project_wallclock(plan_from_ds_config(ds_config, 1), throughput, ranks,
-                                   max_ranks).to_dict()
-    config = chain_config(ds_config, projection["batch_multiple"], throughput.max_micro_batch)
+                                   max_ranks, gpus_per_node, relaunch_seconds).to_dict()
+    config = chain_config(ds_config, projection["batch_multiple"], throughput.max_micro_batch,
+                          projection["batch_multiple_stages"])
     stages = projection["stages"]
     run_dir = os.path.join(results, run_name)
     config_path = os.path.join(run_dir, "launch", "ds_config_chain.json")
@@ -95,6 +102,8 @@ def main(argv=None) -> int:
     parser.add_argument("--ranks", type=int, required=True)
     parser.add_argument("--max-ranks", type=int, required=True)
     parser.add_argument("--gpus-per-node", type=int, default=8)
+    parser.add_argument("--relaunch-seconds", type=float, default=0.0,
+                        help="seconds each extra job costs (queue, start-up, conversion)")
     parser.add_argument("--submit", action="store_true", help="run sbatch (default: print)")
     args = parser.parse_args(argv)
     run_name = f"{args.model}_b{args.batch}_{args.schedule}"
@@ -104,7 +113,7 @@ def main(argv=None) -> int:
     try:
         config, config_path, projection, jobs = build_chain(
             run_name, ds_path, args.throughput, args.ranks, args.max_ranks,
-            args.gpus_per_node, results)
+            args.gpus_per_node, results, args.relaunch_seconds)
     except SeesawConfigError as error:
         print(f"grow_chain: error: {error}", file=sys.stderr)
         return 2

@@ -85,7 +85,16 @@ def _validate(args: argparse.Namespace):
         args.stop_at_tokens = parse_token_count("--stop-at-tokens", args.stop_at_tokens)
     if args.resume:
         _resume_universal_if_resharding(ds_config, run.checkpoint_dir, world)
+    validated.plan.check_runnable(_resume_tokens(args, run), args.stop_at_tokens)
     return run, ds_config, validated
+
+
+def _resume_tokens(args: argparse.Namespace, run) -> int:
+    """Where this job starts on the token clock (the latest checkpoint's, with --resume)."""
+    from seesaw_ds.deepspeed_adapter.universal import checkpoint_layout
+
+    layout = checkpoint_layout(run.checkpoint_dir) if args.resume else None
+    return 0 if layout is None else layout["consumed_tokens"]
 
 
 def _resume_universal_if_resharding(ds_config: dict, checkpoint_dir: str, world: int) -> None:

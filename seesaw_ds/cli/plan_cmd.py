@@ -36,6 +36,12 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--max-ranks", type=int, default=None,
                         help="with --throughput: let a chain of jobs grow to this many ranks "
                         "as the batch grows")
+    parser.add_argument("--gpus-per-node", type=int, default=None,
+                        help="with --max-ranks: jobs of the chain use one partial node or "
+                        "whole nodes of this many GPUs (default: any rank count)")
+    parser.add_argument("--relaunch-seconds", type=float, default=0.0,
+                        help="with --max-ranks: seconds each extra job of the chain costs "
+                        "(queue, start-up, checkpoint conversion); the search weighs it")
     output = parser.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="print a JSON summary instead")
     output.add_argument("--megatron", action="store_true",
@@ -64,7 +70,11 @@ def _run_wallclock(args: argparse.Namespace, config: dict) -> int:
             "--throughput chooses the layout itself: drop --dp-size, --plot and --megatron.")
     throughput = load_throughput(args.throughput)
     plan = plan_from_ds_config(config, 1)
-    projection = project_wallclock(plan, throughput, args.ranks, args.max_ranks)
+    if args.max_ranks is None and (args.gpus_per_node is not None or args.relaunch_seconds):
+        raise SeesawConfigError("--gpus-per-node and --relaunch-seconds shape a chain of jobs: "
+                                "add --max-ranks M.")
+    projection = project_wallclock(plan, throughput, args.ranks, args.max_ranks,
+                                   args.gpus_per_node, args.relaunch_seconds)
     if args.json:
         print(json.dumps(projection.to_dict(), indent=2))
     else:

@@ -121,6 +121,17 @@ def resolve_batch_triple(config: Mapping[str, Any], dp_size: int) -> BatchTriple
     return BatchTriple(total, micro, accum, dp_size)
 
 
+def _staged_triple(config: Mapping[str, Any], dp_size: int,
+                   section: SeesawSection) -> Optional[BatchTriple]:
+    """A chain job whose rank count does not divide the initial batch (it runs a later stage
+    of ``seesaw.batch_multiple_stages``): the plan still starts from ``train_batch_size``."""
+    total, micro = (_positive_int(config, key) for key in (_TBS, _MICRO))
+    if not section.batch_multiple_stages or total is None or micro is None \
+            or total % (micro * dp_size) == 0:
+        return None
+    return BatchTriple(total, micro, 0, dp_size)
+
+
 def peak_lr_of(config: Mapping[str, Any], fallback: Optional[float] = None) -> float:
     """The optimizer section's ``lr`` (the Seesaw peak LR)."""
     optimizer = config.get("optimizer")
@@ -168,7 +179,7 @@ def plan_from_ds_config(
 ) -> Plan:
     """The plan a run of this config on ``dp_size`` data-parallel ranks follows."""
     section = section or seesaw_section_of(config)
-    triple = resolve_batch_triple(config, dp_size)
+    triple = _staged_triple(config, dp_size, section) or resolve_batch_triple(config, dp_size)
     return section.build_plan(
         peak_lr=peak_lr_of(config, peak_lr) if peak_lr is None else peak_lr,
         initial_batch=triple.train_batch_size,

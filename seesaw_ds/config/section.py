@@ -17,12 +17,14 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import math
 from dataclasses import dataclass
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 from seesaw_ds.errors import SeesawConfigError, text_number_hint
+from seesaw_ds.schedules.multiples import parse_multiple_stages
 from seesaw_ds.schedules import (
     BATCH_SCHEDULES,
     GROWTH_POLICIES,
@@ -46,7 +48,8 @@ _SCHEDULE_KEYS = {
 }
 _COMMON_KEYS = {
     "total_tokens", "seq_length", "batch_schedule", "lr_schedule", "min_lr",
-    "batch_multiple", "growth_policy", "max_micro_batch", "cbs_guard", "data_seed",
+    "batch_multiple", "batch_multiple_stages", "growth_policy", "max_micro_batch",
+    "cbs_guard", "data_seed",
 }
 _ALL_KEYS = _COMMON_KEYS.union(*_SCHEDULE_KEYS.values())
 
@@ -130,6 +133,7 @@ class SeesawSection:
     batch_options: Dict[str, Any]
     min_lr: float = 0.0
     batch_multiple: Optional[int] = None
+    batch_multiple_stages: Optional[Tuple[Dict[str, Any], ...]] = None
     growth_policy: str = "accumulation"
     max_micro_batch: Optional[int] = None
     data_seed: int = 1234
@@ -153,6 +157,7 @@ class SeesawSection:
             micro_batch=micro_batch,
             dp_size=dp_size,
             batch_multiple=self.batch_multiple,
+            multiple_stages=self.batch_multiple_stages,
             min_lr=self.min_lr,
             growth_policy=self.growth_policy,
             max_micro_batch=self.max_micro_batch,
@@ -211,9 +216,23 @@ def parse_seesaw_section(section: Any) -> SeesawSection:
         data_seed=_number("seesaw.data_seed", section.get("data_seed", 1234), int, 0),
         cbs_guard=_parse_cbs_guard(section.get("cbs_guard", {})),
     )
+    if section.get("batch_multiple_stages") is not None:
+        parsed = dataclasses.replace(parsed, batch_multiple_stages=_multiple_stages(
+            section["batch_multiple_stages"], parsed))
     parsed.build_lr_schedule()  # validate now, before any expensive work
     parsed.build_batch_schedule()
     return parsed
+
+
+def _multiple_stages(value: Any, parsed: SeesawSection) -> Tuple[Dict[str, Any], ...]:
+    """``seesaw.batch_multiple_stages`` checked now (order, numbers), before any work."""
+    stages = parse_multiple_stages(value, 1, parsed.total_tokens)[1:]
+    if parsed.cbs_guard.enabled or parsed.batch_schedule_name == "adaptive":
+        raise SeesawConfigError(
+            "seesaw.batch_multiple_stages cannot be combined with online batch decisions "
+            "(batch_schedule 'adaptive' or cbs_guard): their rungs use one batch multiple. "
+            "Remove batch_multiple_stages or the online policy.")
+    return tuple({"from_tokens": start, "multiple": multiple} for start, multiple in stages)
 
 
 def _optional_int(section: Mapping[str, Any], key: str) -> Optional[int]:

@@ -133,6 +133,7 @@ class SeesawEngineHook:
     # ---- the hook -------------------------------------------------------------------------
 
     def _step(self, lr_kwargs: Optional[dict] = None) -> None:
+        self.state.check_runnable()
         setting = self.state.setting
         closes_window = self.micro_in_window + 1 >= setting.grad_accum
         steps_before = self.state.step

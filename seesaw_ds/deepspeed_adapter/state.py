@@ -6,7 +6,7 @@ No torch import: the state is plain numbers plus the pure :class:`~seesaw_ds.sch
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 from seesaw_ds.errors import SeesawConfigError
 from seesaw_ds.schedules import Plan, StepSetting
@@ -43,8 +43,26 @@ class SeesawState:
     #: ``load_checkpoint(..., allow_plan_change=True)`` for the duration of the load).
     allow_plan_change: bool = field(default=False, repr=False, compare=False)
 
+    #: Set while the clock sits where this rank count cannot lay the plan out: a later job
+    #: of a chain (``seesaw.batch_multiple_stages``) before its checkpoint is loaded. The
+    #: setting is then the first one it can run (the engine's starting layout) and a step
+    #: raises this error.
+    waiting: Optional[SeesawConfigError] = field(default=None, init=False, repr=False,
+                                                 compare=False)
+
     def __post_init__(self) -> None:
-        self.setting = self.plan.at_samples(self.consumed_samples)
+        try:
+            self.setting = self.plan.at_samples(self.consumed_samples)
+        except SeesawConfigError as error:
+            if not self.plan.staged or self.consumed_samples:
+                raise
+            self.waiting = error
+            self.setting = self.plan.at_tokens(self.plan.first_runnable_tokens())
+
+    def check_runnable(self) -> None:
+        """Raise the stage error if no checkpoint moved the clock to where this job runs."""
+        if self.waiting is not None:
+            raise self.waiting
 
     @property
     def consumed_tokens(self) -> int:
@@ -57,6 +75,7 @@ class SeesawState:
 
     def advance(self) -> StepSetting:
         """Record one finished optimizer step of ``setting.global_batch`` samples."""
+        self.check_runnable()
         self.consumed_samples += self.setting.global_batch
         self.step += 1
         self.setting = self.plan.at_samples(self.consumed_samples)
@@ -131,3 +150,4 @@ class SeesawState:
         self.consumed_samples = int(saved["consumed_samples"])
         self.step = int(saved["step"])
         self.setting = self.plan.at_samples(self.consumed_samples)
+        self.waiting = None

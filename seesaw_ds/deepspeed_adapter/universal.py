@@ -30,7 +30,8 @@ UNIVERSAL_LATEST = "latest_universal"
 
 
 def checkpoint_layout(checkpoint_dir: str, tag: Optional[str] = None) -> Optional[dict]:
-    """``{"tag", "dp_size", "zero_stage"}`` of a checkpoint's sidecar, or None if none."""
+    """``{"tag", "dp_size", "zero_stage", "consumed_tokens"}`` of a checkpoint's sidecar, or
+    None if none."""
     tag = tag or read_latest(checkpoint_dir)
     if tag is None:
         return None
@@ -40,7 +41,8 @@ def checkpoint_layout(checkpoint_dir: str, tag: Optional[str] = None) -> Optiona
     with open(path, encoding="utf-8") as handle:
         saved = json.load(handle)
     return {"tag": tag, "dp_size": saved["state"].get("dp_size"),
-            "zero_stage": int(saved.get("zero_stage", 0))}
+            "zero_stage": int(saved.get("zero_stage", 0)),
+            "consumed_tokens": int(saved["state"].get("consumed_tokens", 0))}
 
 
 def convert_to_universal(checkpoint_dir: str, tag: Optional[str] = None,

@@ -240,10 +240,13 @@ def validate_ds_config(
     _check_precision(ds_config, device)
     _check_batch_control(ds_config)
     stage = _zero_stage(ds_config)
-    resolve_batch_triple(ds_config, dp_size)  # train_batch_size vs micro x GAS x world
+    if not section.batch_multiple_stages:
+        resolve_batch_triple(ds_config, dp_size)  # train_batch_size vs micro x GAS x world
     plan = plan_from_ds_config(config, dp_size, peak_lr=peak_lr, section=section)
     notes = _settle_optimizer(ds_config, device, stage, client_optimizer)
-    first = plan.at_tokens(0)
+    # a chain job on a later stage starts the engine on its first runnable batch; the hook
+    # sets the batch of the resumed position before the first step
+    first = plan.at_tokens(plan.first_runnable_tokens())
     ds_config["train_batch_size"] = first.global_batch
     ds_config["train_micro_batch_size_per_gpu"] = first.micro_batch
     ds_config["gradient_accumulation_steps"] = first.grad_accum

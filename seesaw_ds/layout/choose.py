@@ -19,6 +19,13 @@ the initial batch, under the same rules:
   its starting ranks.
 - Per phase the layout with the smallest step time is chosen (the rank count greedily,
   never shrinking).
+- With ``max_ranks``, a chain may also use batch-multiple stages
+  (``seesaw.batch_multiple_stages``): each job's batches are rounded up to multiples of its
+  own rank count, so the rank count can follow the batch closely (any count, or with
+  ``gpus_per_node`` one node or whole nodes). The job sizes come from a dynamic programme
+  over phases (rank counts never shrink; ``relaunch_seconds`` is charged per extra job),
+  then the staged plan is built and timed exactly. The faster of the staged and the
+  single-multiple chains is kept.
 
 Note:
     The baseline's own layout ``(r0, m0)`` is always among the candidates with
@@ -27,8 +34,9 @@ Note:
     Seesaw layout is never slower than the baseline (up to the last step's overshoot).
 
 Limitations:
-    Relaunch time between jobs of a chain is not counted; rank counts above the initial
-    batch are not reachable (a plan's batch multiple divides its initial batch).
+    Relaunch time between jobs of a chain is not counted unless ``relaunch_seconds`` is
+    given; without stages, rank counts above the initial batch are not reachable (a plan's
+    batch multiple divides its initial batch).
 """
 
 from __future__ import annotations
@@ -74,10 +82,12 @@ class Projection:
     plan: Plan
     batch_multiple: int
     phases: Tuple[PhaseLayout, ...]
+    relaunch_seconds: float = 0.0
 
     @property
     def seconds(self) -> float:
-        return sum(phase.seconds for phase in self.phases)
+        relaunches = (len(self.stages()) - 1) * self.relaunch_seconds
+        return sum(phase.seconds for phase in self.phases) + relaunches
 
     @property
     def steps(self) -> int:
@@ -129,16 +139,23 @@ class LayoutSearch:
         throughput: one worker's step-time pieces.
     """
 
-    def __init__(self, plan: Plan, throughput: Throughput) -> None:
+    def __init__(self, plan: Plan, throughput: Throughput,
+                 gpus_per_node: Optional[int] = None, relaunch_seconds: float = 0.0) -> None:
+        if gpus_per_node is not None and gpus_per_node < 1:
+            raise SeesawConfigError(f"--gpus-per-node = {gpus_per_node} must be >= 1.")
+        if not relaunch_seconds >= 0:
+            raise SeesawConfigError(f"--relaunch-seconds = {relaunch_seconds} must be >= 0.")
         self.plan = plan
         self.throughput = throughput
+        self.gpus_per_node = gpus_per_node
+        self.relaunch_seconds = float(relaunch_seconds)
         self._plans: Dict[Tuple[str, int], Optional[Plan]] = {}
         self._fixed: Dict[Tuple[str, int, int], Optional[Projection]] = {}
 
     # ---- plans with another batch multiple ----------------------------------------------
 
-    def _variant(self, kind: str, multiple: int) -> Optional[Plan]:
-        key = (kind, multiple)
+    def _variant(self, kind: str, multiple: int, stages: Tuple = ()) -> Optional[Plan]:
+        key = (kind, multiple, stages)
         if key not in self._plans:
             plan = self.plan
             schedule = plan.batch_schedule if kind == "plan" else ConstantBatch()
@@ -146,10 +163,80 @@ class LayoutSearch:
                 self._plans[key] = Plan(
                     plan.base, schedule, plan.peak_lr, plan.initial_batch, plan.seq_length,
                     micro_batch=1, dp_size=1, batch_multiple=multiple, min_lr=plan.min_lr,
+                    multiple_stages=[{"from_tokens": t, "multiple": q} for t, q in stages],
                 )
             except SeesawConfigError:  # e.g. a max_batch that is not a multiple of it
                 self._plans[key] = None
         return self._plans[key]
+
+    def _rank_allowed(self, ranks: int) -> bool:
+        node = self.gpus_per_node
+        return node is None or ranks <= node or ranks % node == 0
+
+    # ---- chains with batch-multiple stages ----------------------------------------------------
+
+    def _staged_costs(self, plan: Plan, options: List[int], min_per_rank: int):
+        """Per phase with steps: (phase, {ranks: seconds}) with each batch rounded up to a
+        multiple of the rank count (the stage rounding)."""
+        costs = []
+        for phase, steps in zip(plan.phases, plan.steps_per_phase()):
+            if steps == 0:
+                continue
+            tokens = phase.end_tokens - phase.start_tokens
+            by_ranks = {}
+            for ranks in options:
+                batch = -(-phase.global_batch // ranks) * ranks
+                layout = best_layout(batch, self.throughput, [ranks], min_per_rank)
+                if layout is not None:
+                    by_ranks[ranks] = tokens / (batch * plan.seq_length) * layout.step_seconds
+            costs.append((phase, by_ranks))
+        return costs
+
+    def _staged_ranks(self, costs, options: List[int]) -> Optional[List[int]]:
+        """Rank count per phase minimising time plus relaunches (never shrinking)."""
+        inf = float("inf")
+        best = {r: (costs[0][1].get(r, inf) if r == options[0] else inf, [r]) for r in options}
+        for _, by_ranks in costs[1:]:
+            new, lowest = {}, (inf, None)
+            for r in options:  # ascending: ``lowest`` is the best path ending below r
+                stay = best[r]
+                moved = (lowest[0] + self.relaunch_seconds, lowest[1])
+                total, path = min(stay, moved, key=lambda item: item[0])
+                new[r] = (total + by_ranks.get(r, inf), (path or []) + [r])
+                if best[r][0] < lowest[0]:
+                    lowest = best[r]
+            best = new
+        total, path = min(best.values(), key=lambda item: item[0])
+        return None if total == inf else path
+
+    def _lay_out_staged(self, start_ranks: int, grow_to: int) -> Optional[Projection]:
+        plan = self._variant("plan", start_ranks)
+        if plan is None:
+            return None
+        min_per_rank = plan.initial_batch // start_ranks
+        options = [r for r in range(start_ranks, grow_to + 1) if self._rank_allowed(r)]
+        costs = self._staged_costs(plan, options, min_per_rank)
+        path = self._staged_ranks(costs, options) if costs else None
+        if path is None:
+            return None
+        stages = tuple((phase.start_tokens, ranks)
+                       for (phase, _), ranks, previous in zip(costs, path, [None] + path)
+                       if previous is not None and ranks != previous)
+        staged = self._variant("plan", start_ranks, stages)
+        if staged is None:
+            return None
+        phases = []
+        for phase, steps in zip(staged.phases, staged.steps_per_phase()):
+            if steps == 0:
+                continue
+            ranks = next((r for t, r in reversed(stages) if phase.start_tokens >= t),
+                         start_ranks)
+            layout = best_layout(phase.global_batch, self.throughput, [ranks], min_per_rank)
+            if layout is None:
+                return None
+            phases.append(PhaseLayout(phase.start_tokens, phase.end_tokens,
+                                      phase.global_batch, steps, layout))
+        return Projection(staged, start_ranks, tuple(phases), self.relaunch_seconds)
 
     def _lay_out(self, kind: str, start_ranks: int, multiple: int,
                  grow_to: Optional[int]) -> Optional[Projection]:
@@ -160,7 +247,7 @@ class LayoutSearch:
         options = [start_ranks]
         if grow_to:
             options = [r for r in range(start_ranks, grow_to + 1, start_ranks)
-                       if multiple % r == 0]
+                       if multiple % r == 0 and self._rank_allowed(r)]
         phases, ranks_floor = [], start_ranks
         for phase, steps in zip(plan.phases, plan.steps_per_phase()):
             if steps == 0:
@@ -172,7 +259,7 @@ class LayoutSearch:
             ranks_floor = layout.ranks
             phases.append(PhaseLayout(phase.start_tokens, phase.end_tokens,
                                       phase.global_batch, steps, layout))
-        return Projection(plan, multiple, tuple(phases))
+        return Projection(plan, multiple, tuple(phases), self.relaunch_seconds)
 
     def _fastest(self, kind: str, ranks: int, max_ranks: Optional[int]) -> Optional[Projection]:
         initial = self.plan.initial_batch
@@ -180,6 +267,8 @@ class LayoutSearch:
         for start_ranks in _divisors(initial):
             if start_ranks > ranks:
                 break
+            if not self._rank_allowed(start_ranks):
+                continue
             for multiple in _divisors(initial):
                 if multiple % start_ranks:
                     continue
@@ -195,6 +284,10 @@ class LayoutSearch:
                 if candidate is not None and (best is None or
                                               candidate.seconds < best.seconds * (1 - 1e-12)):
                     best = candidate
+        if kind == "plan" and max_ranks is not None and best is not None:
+            staged = self._lay_out_staged(best.start_ranks, max_ranks)
+            if staged is not None and staged.seconds < best.seconds * (1 - 1e-12):
+                best = staged
         return best
 
     # ---- the answer -------------------------------------------------------------------------
@@ -255,6 +348,8 @@ class WallClockPlan:
             "seq_length": summary["seq_length"],
             "initial_batch": summary["initial_batch"],
             "batch_multiple": self.seesaw.batch_multiple,
+            "batch_multiple_stages": self.seesaw.plan.later_multiple_stages(),
+            "relaunch_seconds": self.seesaw.relaunch_seconds,
             "start_ranks": self.seesaw.start_ranks,
             "projected_seconds": self.seesaw.seconds,
             "baseline_projected_seconds": self.baseline.seconds,
@@ -270,6 +365,9 @@ class WallClockPlan:
 
 
 def project_wallclock(plan: Plan, throughput: Throughput, ranks: int,
-                      max_ranks: Optional[int] = None) -> WallClockPlan:
-    """Functional spelling of ``LayoutSearch(plan, throughput).project(ranks, max_ranks)``."""
-    return LayoutSearch(plan, throughput).project(ranks, max_ranks)
+                      max_ranks: Optional[int] = None, gpus_per_node: Optional[int] = None,
+                      relaunch_seconds: float = 0.0) -> WallClockPlan:
+    """Functional spelling of ``LayoutSearch(plan, throughput, gpus_per_node,
+    relaunch_seconds).project(ranks, max_ranks)``."""
+    return LayoutSearch(plan, throughput, gpus_per_node, relaunch_seconds).project(
+        ranks, max_ranks)

@@ -8,6 +8,7 @@ baseline laid out by the same rules.
 
 from __future__ import annotations
 
+import json
 from typing import List
 
 from seesaw_ds.layout import WallClockPlan
@@ -41,12 +42,22 @@ def format_wallclock_table(projection: WallClockPlan) -> str:
     base = data["baseline"]
     ranks = f"{data['ranks']} ranks" + (
         f", growing to <= {data['max_ranks']}" if data["max_ranks"] else "")
+    rounding = (f"batches rounded to multiples of {data['batch_multiple']} (train with "
+                f"seesaw.batch_multiple = {data['batch_multiple']})")
+    if data["batch_multiple_stages"]:
+        rounding = (f"batches rounded to multiples of each job's rank count (train with "
+                    f"seesaw.batch_multiple = {data['batch_multiple']} and "
+                    f"seesaw.batch_multiple_stages = "
+                    f"{json.dumps(data['batch_multiple_stages'])}; launch/grow_chain.py "
+                    "writes this config)")
+    relaunch = (f"; {data['relaunch_seconds']:g} s counted per relaunch"
+                if data["relaunch_seconds"] else "; relaunch time not counted")
     lines += [
         "",
-        f"layout: {ranks}; batches rounded to multiples of {data['batch_multiple']} "
-        f"(train with seesaw.batch_multiple = {data['batch_multiple']}); "
-        f"jobs: " + ", ".join(f"{stage['ranks']} ranks from {format_tokens(stage['start_tokens'])}"
-                              for stage in data["stages"]),
+        f"layout: {ranks}; {rounding}; "
+        f"{len(data['stages'])} jobs: " + ", ".join(
+            f"{stage['ranks']} ranks from {format_tokens(stage['start_tokens'])}"
+            for stage in data["stages"]) + relaunch,
         f"baseline (constant batch {data['initial_batch']}): {base['ranks']} ranks x micro "
         f"{base['micro_batch']} x GAS {base['grad_accum']}, {base['step_seconds']:.4f} s/step, "
         f"{base['steps']} steps",

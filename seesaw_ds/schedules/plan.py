@@ -20,6 +20,7 @@ from seesaw_ds.errors import SeesawConfigError
 from seesaw_ds.schedules.batch_schedules import BatchSchedule, SeesawBatch
 from seesaw_ds.schedules.limits import BatchLimit, apply_batch_limits
 from seesaw_ds.schedules.lr_schedules import LRSchedule
+from seesaw_ds.schedules.multiples import multiple_at, parse_multiple_stages, restage_phases
 from seesaw_ds.schedules.phases import Phase
 
 __all__ = ["GROWTH_POLICIES", "StepSetting", "Plan", "build_plan", "layout_batch"]
@@ -79,6 +80,10 @@ class Plan:
         dp_size: data-parallel size.
         batch_multiple: every global batch is a multiple of this (default
             ``micro_batch * dp_size``). Keep it fixed to resume on another rank count.
+        multiple_stages: later stages of the batch multiple, ``[{"from_tokens": T,
+            "multiple": q}, ...]`` (see :mod:`seesaw_ds.schedules.multiples`): a chain of
+            jobs whose rank count grows. A job only lays out the phases its rank count
+            divides; a step in any other phase is an error naming the stage.
         min_lr: LR floor. It is applied to the base schedule (``floor_factor = min_lr /
             peak_lr``) before the batch schedule sees it, so Seesaw stops growing where the
             floored base stops falling, and it clamps every step's LR.
@@ -108,6 +113,7 @@ class Plan:
         max_micro_batch: Optional[int] = None,
         batch_limits: Sequence[BatchLimit] = (),
         lr_ceiling: Optional[float] = None,
+        multiple_stages: Optional[Sequence] = None,
     ) -> None:
         _validate_plan_inputs(
             peak_lr, initial_batch, seq_length, micro_batch, dp_size, min_lr,
@@ -126,12 +132,9 @@ class Plan:
         self.min_lr = float(min_lr)
         self.growth_policy = growth_policy
         self.max_micro_batch = max_micro_batch
-        if self.batch_multiple % (self.micro_batch * self.dp_size):
-            raise SeesawConfigError(
-                f"seesaw.batch_multiple = {self.batch_multiple} is not a multiple of "
-                f"micro-batch x data-parallel size = {self.micro_batch * self.dp_size}: "
-                "use a common multiple of every rank layout you will run on."
-            )
+        self.multiple_stages = parse_multiple_stages(
+            multiple_stages, self.batch_multiple, base.total_tokens)
+        self._check_multiples(batch_schedule, batch_limits)
         if self.initial_batch % self.batch_multiple:
             raise SeesawConfigError(
                 f"train_batch_size = {self.initial_batch} is not a multiple of "
@@ -145,15 +148,76 @@ class Plan:
         raw = batch_schedule.phases(self.base, self.initial_batch, self.batch_multiple,
                                     seq_length)
         raw = apply_batch_limits(raw, self.batch_limits, self.initial_batch, lr_ceiling)
+        raw = restage_phases(raw, self.multiple_stages, isinstance(batch_schedule, SeesawBatch),
+                             getattr(batch_schedule, "max_batch", None))
         self.phases: Tuple[Phase, ...] = tuple(self._lay_out(phase) for phase in raw)
         self._starts = [phase.start_tokens for phase in self.phases]
 
+    @property
+    def staged(self) -> bool:
+        """Whether the batch multiple changes during the run (a chain of jobs)."""
+        return len(self.multiple_stages) > 1
+
+    def _check_multiples(self, batch_schedule: BatchSchedule,
+                         batch_limits: Sequence[BatchLimit]) -> None:
+        divisor = self.micro_batch * self.dp_size
+        multiples = [multiple for _, multiple in self.multiple_stages]
+        if not any(multiple % divisor == 0 for multiple in multiples):
+            field = ("seesaw.batch_multiple" if not self.staged else
+                     "every stage of seesaw.batch_multiple / batch_multiple_stages")
+            raise SeesawConfigError(
+                f"{field} = {multiples[0] if not self.staged else multiples} is not a "
+                f"multiple of micro-batch x data-parallel size = {divisor}: use a common "
+                "multiple of every rank layout you will run on."
+            )
+        if self.staged and (batch_limits or getattr(batch_schedule, "safety_factor", None)):
+            raise SeesawConfigError(
+                "seesaw.batch_multiple_stages cannot be combined with online batch decisions "
+                "(batch_schedule 'adaptive' or cbs_guard): their rungs use one batch "
+                "multiple. Remove batch_multiple_stages or the online policy."
+            )
+
     def _lay_out(self, phase: Phase) -> Phase:
-        micro, accum = layout_batch(
-            phase.global_batch, self.dp_size, self.micro_batch,
-            self.max_micro_batch, self.growth_policy,
-        )
+        try:
+            micro, accum = layout_batch(
+                phase.global_batch, self.dp_size, self.micro_batch,
+                self.max_micro_batch, self.growth_policy,
+            )
+        except SeesawConfigError:
+            if not self.staged:
+                raise
+            return phase  # another job of the chain runs it (micro_batch stays 0)
         return dataclasses.replace(phase, micro_batch=micro, grad_accum=accum)
+
+    def _unrunnable(self, phase: Phase) -> SeesawConfigError:
+        multiple = multiple_at(self.multiple_stages, phase.start_tokens)
+        return SeesawConfigError(
+            f"the plan's batch {phase.global_batch} from token {phase.start_tokens:.6g} "
+            f"(batch-multiple stage {multiple}) is not a multiple of micro-batch x "
+            f"data-parallel size = {self.micro_batch} x {self.dp_size}: this rank count runs "
+            "only the stages whose multiple it divides. Stop the job before it with "
+            "--stop-at-tokens and continue on the rank count of that stage."
+        )
+
+    def first_runnable_tokens(self) -> float:
+        """Start of the first phase this rank count lays out (0 unless the plan is staged)."""
+        for phase in self.phases:
+            if phase.micro_batch:
+                return phase.start_tokens
+        raise self._unrunnable(self.phases[0])
+
+    def check_runnable(self, start_tokens: float, stop_tokens: Optional[float] = None) -> None:
+        """Raise (before any training) if a step between ``start_tokens`` and
+        ``stop_tokens`` (default: the end) falls in a phase this rank count cannot lay out."""
+        stop = self.total_tokens if stop_tokens is None else stop_tokens
+        cursor = 0.0
+        for phase, steps in zip(self.phases, self.steps_per_phase()):
+            step_tokens = phase.global_batch * self.seq_length
+            last_start = cursor + (steps - 1) * step_tokens
+            if steps and last_start >= start_tokens and cursor < stop \
+                    and not phase.micro_batch:
+                raise self._unrunnable(phase)
+            cursor += steps * step_tokens
 
     def with_batch_limits(self, limits: Sequence[BatchLimit]) -> "Plan":
         """The same plan with ``limits`` (replacing its own) applied."""
@@ -161,7 +225,13 @@ class Plan:
                     self.seq_length, micro_batch=self.micro_batch, dp_size=self.dp_size,
                     batch_multiple=self.batch_multiple, min_lr=self.min_lr,
                     growth_policy=self.growth_policy, max_micro_batch=self.max_micro_batch,
-                    batch_limits=limits, lr_ceiling=self.lr_ceiling)
+                    batch_limits=limits, lr_ceiling=self.lr_ceiling,
+                    multiple_stages=self.later_multiple_stages())
+
+    def later_multiple_stages(self) -> List[dict]:
+        """The stages after the first, in the config's form (``seesaw.batch_multiple_stages``)."""
+        return [{"from_tokens": start, "multiple": multiple}
+                for start, multiple in self.multiple_stages[1:]]
 
     # ---- lookups -------------------------------------------------------------------------
 
@@ -175,17 +245,28 @@ class Plan:
 
     def at_tokens(self, tokens: float) -> StepSetting:
         """The setting of the optimizer step that starts after ``tokens`` consumed tokens."""
+        index, lr, batch = self.lr_and_batch_at(tokens)
+        phase = self.phases[index]
+        if not phase.micro_batch:
+            raise self._unrunnable(phase)
+        micro, accum = phase.micro_batch, phase.grad_accum
+        if batch < phase.global_batch:  # the short last step
+            micro, accum = layout_batch(batch, self.dp_size, self.micro_batch,
+                                        self.max_micro_batch, self.growth_policy)
+        return StepSetting(lr, batch, micro, accum, index)
+
+    def lr_and_batch_at(self, tokens: float) -> Tuple[int, float, int]:
+        """(phase index, LR, global batch) of the step that starts at ``tokens``: the
+        schedule alone, on any rank count."""
         index = self.phase_index_at(tokens)
         phase = self.phases[index]
         lr = phase.lr_at(tokens, self.peak_lr, self.base)
-        batch, micro, accum = phase.global_batch, phase.micro_batch, phase.grad_accum
+        batch = phase.global_batch
         last = self._last_step_batch(tokens, batch)
         if last < batch:
             lr *= math.sqrt(last / batch)
-            micro, accum = layout_batch(last, self.dp_size, self.micro_batch,
-                                        self.max_micro_batch, self.growth_policy)
             batch = last
-        return StepSetting(max(self.min_lr, lr), batch, micro, accum, index)
+        return index, max(self.min_lr, lr), batch
 
     def _last_step_batch(self, tokens: float, batch: int) -> int:
         """``batch``, or fewer sequences for the step that would pass the budget."""
@@ -193,7 +274,8 @@ class Plan:
         if remaining <= 0 or remaining >= batch * self.seq_length:
             return batch
         samples = math.ceil(remaining / self.seq_length)
-        return min(batch, math.ceil(samples / self.batch_multiple) * self.batch_multiple)
+        multiple = multiple_at(self.multiple_stages, tokens)
+        return min(batch, math.ceil(samples / multiple) * multiple)
 
     def at_samples(self, samples: int) -> StepSetting:
         return self.at_tokens(samples * self.seq_length)
@@ -232,7 +314,7 @@ class Plan:
                 cursor += steps * phase.global_batch * self.seq_length
                 last_batch = phase.global_batch
         last_start = cursor - last_batch * self.seq_length
-        return int(last_start + self.at_tokens(last_start).global_batch * self.seq_length)
+        return int(last_start + self.lr_and_batch_at(last_start)[2] * self.seq_length)
 
     @property
     def trained_samples(self) -> int:
@@ -327,6 +409,7 @@ class Plan:
             "initial_batch": self.initial_batch,
             "dp_size": self.dp_size,
             "batch_multiple": self.batch_multiple,
+            "batch_multiple_stages": self.later_multiple_stages(),
             "optimizer_steps": steps,
             "baseline_optimizer_steps": baseline,
             "steps_ratio": steps / baseline,

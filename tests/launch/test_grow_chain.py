@@ -47,33 +47,44 @@ def test_chain_grows_nodes_with_the_batch_and_converts_between_jobs(tmp_path):
          str(TP), "--ranks", "8", "--max-ranks", "64", "--gpus-per-node", "8", "--submit"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
-    assert "8 -> 16 -> 32 -> 64 ranks" in result.stdout and "ratio 0.673" in result.stdout
+    ranks = [8, 16, 24, 32, 40, 48, 56, 64]
+    assert " -> ".join(map(str, ranks)) + " ranks" in result.stdout
+    assert "ratio 0.671" in result.stdout
     jobs = _jobs((tmp_path / "sbatch.log").read_text())
-    assert len(jobs) == 7  # 4 training jobs, 3 conversions
+    assert len(jobs) == 2 * len(ranks) - 1  # training jobs and the conversions between
     train = [job for job in jobs if "launch/slurm_paper.sbatch" in job]
     assert [next(a for a in job if a.startswith("--nodes=")) for job in train] == [
-        "--nodes=1", "--nodes=2", "--nodes=4", "--nodes=8"]
+        f"--nodes={r // 8}" for r in ranks]
     for index, job in enumerate(jobs):
         dependency = [a for a in job if a.startswith("--dependency=")]
         assert dependency == ([] if index == 0 else [f"--dependency=afterok:{100 + index}"])
     assert all(any("seesaw_ds.cli.main universal" in a for a in job) for job in jobs[1::2])
     config_path = tmp_path / "res" / "150m_b128_seesaw" / "launch" / "ds_config_chain.json"
     config = json.loads(config_path.read_text())
-    assert config["seesaw"]["batch_multiple"] == 128
+    assert config["seesaw"]["batch_multiple"] == 8
+    assert [s["multiple"] for s in config["seesaw"]["batch_multiple_stages"]] == ranks[1:]
     assert config["train_micro_batch_size_per_gpu"] == 1
-    # the same plan on every job's rank count, and each job stops where the next starts
-    plans = [plan_from_ds_config(config, ranks) for ranks in (8, 16, 32, 64)]
+    # the same plan on every job's rank count; each job stops where the next starts and
+    # can lay out every step of its own span
+    plans = [plan_from_ds_config(config, r) for r in ranks]
     assert len({tuple(p.fingerprint()) for p in plans}) == 1
     stops = [float(job[job.index("--stop-at-tokens") + 1]) for job in train[:-1]]
     starts = [p.start_tokens for p in plans[0].phases]
     assert all(stop in starts for stop in stops) and stops == sorted(stops)
     assert "--stop-at-tokens" not in train[-1]
+    spans = list(zip([0.0] + stops, stops + [None]))
+    for plan, (start, stop) in zip(plans, spans):
+        plan.check_runnable(start, stop)
+    with pytest.raises(SeesawConfigError, match="--stop-at-tokens"):
+        plans[2].check_runnable(0.0, None)  # 24 ranks cannot run the 8-rank stage
 
 
-def test_chain_refuses_partial_nodes(tmp_path):
+def test_chain_jobs_fit_the_nodes(tmp_path):
     spec = importlib.util.spec_from_file_location("grow_chain", REPO / "launch" / "grow_chain.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    with pytest.raises(SeesawConfigError, match="whole number of 6-GPU nodes"):
-        module.build_chain("150m_b128_seesaw", str(REPO / "ds_configs" / "150m_b128_seesaw.json"),
-                           str(TP), 8, 64, 6, str(tmp_path))
+    _, _, projection, jobs = module.build_chain(
+        "150m_b128_seesaw", str(REPO / "ds_configs" / "150m_b128_seesaw.json"), str(TP), 8, 64,
+        6, str(tmp_path))
+    ranks = [stage["ranks"] for stage in projection["stages"]]
+    assert all(r <= 6 or r % 6 == 0 for r in ranks) and ranks[-1] > 6

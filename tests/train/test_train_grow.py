@@ -11,7 +11,8 @@ import sys
 
 import pytest
 
-from train_common import REPO, SEQ, ds_config, free_port, job_env, run_config, write_configs, Run
+from train_common import (REPO, SEQ, Run, ds_config, free_port, job_env, run_config, train,
+                          write_configs)
 
 TOTAL = 4.0e4
 EVAL = 1.0e4
@@ -24,15 +25,7 @@ def _config():
 
 
 def _train(nproc, run_path, ds_path, out_dir, *extra) -> Run:
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
-           "--master_port", str(free_port()), "-m", "seesaw_ds.train", "--run-config",
-           str(run_path), "--deepspeed_config", str(ds_path), "--output-dir", str(out_dir),
-           "--no-progress", *extra]
-    proc = subprocess.run(cmd, cwd=str(REPO), env=job_env(), capture_output=True, text=True,
-                          timeout=600)
-    log = proc.stdout + proc.stderr
-    assert proc.returncode == 0, f"training failed ({proc.returncode}):\n{log[-5000:]}"
-    return Run(out_dir, log)
+    return train(run_path, ds_path, out_dir, *extra, nproc=nproc)
 
 
 @pytest.fixture(scope="module")

@@ -102,15 +102,15 @@ def job_env() -> Dict[str, str]:
 
 
 def train_command(run_path: Path, ds_path: Path, out_dir: Path, *extra: str,
-                  launcher: str = "torchrun") -> List[str]:
+                  launcher: str = "torchrun", nproc: int = WORLD) -> List[str]:
     port = str(free_port())
     args = ["--run-config", str(run_path), "--deepspeed_config", str(ds_path),
             "--output-dir", str(out_dir), "--no-progress", *extra]
     if launcher == "torchrun":
-        return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(WORLD),
+        return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
                 "--master_port", port, "-m", "seesaw_ds.train", *args]
     if launcher == "deepspeed":
-        return [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", str(WORLD),
+        return [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", str(nproc),
                 "--master_port", port, "--module", "seesaw_ds.train", *args]
     raise ValueError(launcher)
 
@@ -141,9 +141,9 @@ class Run:
 
 
 def train(run_path: Path, ds_path: Path, out_dir: Path, *extra: str,
-          launcher: str = "torchrun", timeout: float = 600) -> Run:
+          launcher: str = "torchrun", timeout: float = 600, nproc: int = WORLD) -> Run:
     """Run a training job to its end; fail with the log tail unless it exits 0."""
-    cmd = train_command(run_path, ds_path, out_dir, *extra, launcher=launcher)
+    cmd = train_command(run_path, ds_path, out_dir, *extra, launcher=launcher, nproc=nproc)
     proc = subprocess.run(cmd, cwd=str(REPO), env=job_env(), capture_output=True, text=True,
                           timeout=timeout)
     log = proc.stdout + proc.stderr
