@@ -29,12 +29,14 @@ from seesaw_ds.atomic_files import write_json_atomic  # noqa: E402
 from seesaw_ds.report.frontier import (  # noqa: E402
     SCHEDULES,
     VARIANTS,
+    WEIGHT_DECAY,
     Cell,
     ds_config_of,
     format_frontier_table,
     frontier_report,
     plot_frontier,
     run_config_of,
+    with_weight_decay,
 )
 
 RECORDS = os.path.join(_ROOT, "bench", "records", "frontier.json")
@@ -122,6 +124,8 @@ def _save_records(runs: list, args) -> None:
 
 
 def report(runs: list) -> None:
+    decayed = [run for run in runs if with_weight_decay(run["schedule"])]
+    runs = [run for run in runs if not with_weight_decay(run["schedule"])]
     print(format_frontier_table(runs))
     frontier = frontier_report(runs)
     if frontier:
@@ -145,6 +149,10 @@ def report(runs: list) -> None:
                   f"{100 * winner['gap']:+.2f}% +- {100 * winner['gap_se']:.2f}%")
     plot_frontier(runs, FIGURE)
     print(f"\nfigure: {os.path.relpath(FIGURE, _ROOT)}")
+    if decayed:
+        print(f"\nwith AdamW weight decay {WEIGHT_DECAY:g} (opt-in keys: _tau keeps the "
+              "weight-decay timescale, _b2 the beta2 half-life):")
+        print(format_frontier_table(decayed, reference="cosine_wd"))
 
 
 def main(argv=None) -> int:

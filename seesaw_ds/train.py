@@ -364,6 +364,13 @@ class _Session:
         }
         if self.guard is not None:
             summary["cbs_guard"] = self.guard.summary()
+        if plan.optimizer_scaling.enabled:  # what the opt-in keys left in the optimizer
+            group = self.engine.optimizer.param_groups[0]
+            summary["optimizer_scaling"] = {
+                "keep_weight_decay_timescale": plan.optimizer_scaling.keep_weight_decay_timescale,
+                "keep_beta2_half_life": plan.optimizer_scaling.keep_beta2_half_life,
+                "last_weight_decay": float(group.get("weight_decay", 0.0)),
+                "last_betas": [float(b) for b in group.get("betas", ())]}
         return summary
 
     # ---- the whole run ------------------------------------------------------------------

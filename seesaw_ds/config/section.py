@@ -25,6 +25,7 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 
 from seesaw_ds.errors import SeesawConfigError, text_number_hint
 from seesaw_ds.schedules.multiples import parse_multiple_stages
+from seesaw_ds.schedules.optimizer_scaling import OptimizerScaling
 from seesaw_ds.schedules import (
     BATCH_SCHEDULES,
     GROWTH_POLICIES,
@@ -49,7 +50,7 @@ _SCHEDULE_KEYS = {
 _COMMON_KEYS = {
     "total_tokens", "seq_length", "batch_schedule", "lr_schedule", "min_lr",
     "batch_multiple", "batch_multiple_stages", "growth_policy", "max_micro_batch",
-    "cbs_guard", "data_seed",
+    "cbs_guard", "data_seed", "keep_weight_decay_timescale", "keep_beta2_half_life",
 }
 _ALL_KEYS = _COMMON_KEYS.union(*_SCHEDULE_KEYS.values())
 
@@ -138,6 +139,7 @@ class SeesawSection:
     max_micro_batch: Optional[int] = None
     data_seed: int = 1234
     cbs_guard: CBSGuardSettings = CBSGuardSettings()
+    optimizer_scaling: OptimizerScaling = OptimizerScaling()
 
     def build_lr_schedule(self) -> LRSchedule:
         return _build_lr_schedule(self.lr_schedule, self.total_tokens)
@@ -158,6 +160,7 @@ class SeesawSection:
             dp_size=dp_size,
             batch_multiple=self.batch_multiple,
             multiple_stages=self.batch_multiple_stages,
+            optimizer_scaling=self.optimizer_scaling,
             min_lr=self.min_lr,
             growth_policy=self.growth_policy,
             max_micro_batch=self.max_micro_batch,
@@ -215,6 +218,9 @@ def parse_seesaw_section(section: Any) -> SeesawSection:
         max_micro_batch=_optional_int(section, "max_micro_batch"),
         data_seed=_number("seesaw.data_seed", section.get("data_seed", 1234), int, 0),
         cbs_guard=_parse_cbs_guard(section.get("cbs_guard", {})),
+        optimizer_scaling=OptimizerScaling(
+            keep_weight_decay_timescale=_flag(section, "keep_weight_decay_timescale"),
+            keep_beta2_half_life=_flag(section, "keep_beta2_half_life")),
     )
     if section.get("batch_multiple_stages") is not None:
         parsed = dataclasses.replace(parsed, batch_multiple_stages=_multiple_stages(
@@ -233,6 +239,13 @@ def _multiple_stages(value: Any, parsed: SeesawSection) -> Tuple[Dict[str, Any],
             "(batch_schedule 'adaptive' or cbs_guard): their rungs use one batch multiple. "
             "Remove batch_multiple_stages or the online policy.")
     return tuple({"from_tokens": start, "multiple": multiple} for start, multiple in stages)
+
+
+def _flag(section: Mapping[str, Any], key: str) -> bool:
+    value = section.get(key, False)
+    if not isinstance(value, bool):
+        raise SeesawConfigError(f"seesaw.{key} = {value!r} must be true or false.")
+    return value
 
 
 def _optional_int(section: Mapping[str, Any], key: str) -> Optional[int]:

@@ -120,6 +120,11 @@ def megatron_dp_size(args: Any) -> int:
 
 def megatron_section(section: SeesawSection) -> SeesawSection:
     """The section laid out as Megatron-LM runs it: accumulation at a fixed micro-batch."""
+    if section.optimizer_scaling.enabled:
+        raise SeesawConfigError(
+            "seesaw.keep_weight_decay_timescale / keep_beta2_half_life are DeepSpeed-only for "
+            "now (the Megatron-LM param scheduler keeps weight decay and betas constant): "
+            "remove them from the config given to --seesaw-config.")
     return dataclasses.replace(section, growth_policy="accumulation", max_micro_batch=None)
 
 

@@ -13,19 +13,28 @@ from dataclasses import dataclass
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 __all__ = ["Cell", "SCHEDULES", "VARIANTS", "ds_config_of", "run_config_of", "aggregate",
-           "paired_gaps", "frontier_report", "format_frontier_table", "plot_frontier"]
+           "paired_gaps", "frontier_report", "format_frontier_table", "plot_frontier",
+           "with_weight_decay"]
 
 SEQ = 128
 PEAK_LR = 3e-3
 MICRO = 4
 SCHEDULES = ("cosine", "seesaw", "adaptive", "late_switch", "seesaw_guard")
-# variants measured on part of the sweep: the adaptive schedule with an LR ceiling of 2,
+# variants measured on part of the sweep: the adaptive schedule with an LR ceiling of 2 or 4,
 # and with a lower safety factor (name -> (safety factor, None: the sweep's; LR ceiling)),
 # and the guard at safety factor 0.25.
-VARIANTS = ("adaptive_c2", "adaptive_c2_s25", "seesaw_guard_s25")
+# and, with AdamW weight decay 0.1, cosine and Seesaw without and with the opt-in keys that
+# keep the weight-decay timescale (``_tau``) or the beta2 half-life (``_b2``) through batch
+# changes; their reference is ``cosine_wd``.
+VARIANTS = ("adaptive_c2", "adaptive_c2_s25", "adaptive_c4_s25", "seesaw_guard_s25",
+            "cosine_wd", "seesaw_wd", "seesaw_wd_tau", "seesaw_wd_b2")
+WEIGHT_DECAY = 0.1
+_WITH_WEIGHT_DECAY = {"cosine_wd": {}, "seesaw_wd": {},
+                      "seesaw_wd_tau": {"keep_weight_decay_timescale": True},
+                      "seesaw_wd_b2": {"keep_beta2_half_life": True}}
 _GUARD = {"seesaw_guard": None, "seesaw_guard_s25": 0.25}
 _ADAPTIVE = {"adaptive": (None, 1.0), "adaptive_c2": (None, 2.0),
-             "adaptive_c2_s25": (0.25, 2.0)}
+             "adaptive_c2_s25": (0.25, 2.0), "adaptive_c4_s25": (0.25, 4.0)}
 
 
 @dataclass(frozen=True)
@@ -59,6 +68,11 @@ def _seesaw_section(cell: Cell, tokens: float, guard_safety: float,
         "lr_schedule": {"type": "cosine", "warmup_fraction": 0.1, "warmup_start_factor": 0.1,
                         "final_factor": 0.1},
     }
+    if cell.schedule in _WITH_WEIGHT_DECAY:
+        plain = Cell(cell.schedule.split("_wd")[0], cell.b0, cell.seed)
+        section = _seesaw_section(plain, tokens, guard_safety, adaptive_safety)
+        section.update(_WITH_WEIGHT_DECAY[cell.schedule])
+        return section
     if cell.schedule == "cosine":
         section["batch_schedule"] = "constant"
     elif cell.schedule == "seesaw" or cell.schedule in _GUARD:
@@ -88,7 +102,8 @@ def ds_config_of(cell: Cell, tokens: float, guard_safety: float = 1.0,
         "train_batch_size": cell.b0, "train_micro_batch_size_per_gpu": MICRO,
         "gradient_clipping": 1.0, "steps_per_print": 10**9,
         "optimizer": {"type": "AdamW", "params": {
-            "lr": PEAK_LR, "betas": [0.9, 0.95], "eps": 1e-8, "weight_decay": 0.0,
+            "lr": PEAK_LR, "betas": [0.9, 0.95], "eps": 1e-8,
+            "weight_decay": WEIGHT_DECAY if cell.schedule in _WITH_WEIGHT_DECAY else 0.0,
             "torch_adam": True}},
         "zero_optimization": {"stage": 0},
         "seesaw": _seesaw_section(cell, tokens, guard_safety, adaptive_safety),
@@ -177,16 +192,21 @@ def beyond_cosine_frontier(rows: Sequence[Dict]) -> List[Dict]:
         c["steps"] <= row["steps"] and c["loss"] <= row["loss"] for c in cosine)]
 
 
-def format_frontier_table(runs: Sequence[Dict]) -> str:
+def with_weight_decay(schedule: str) -> bool:
+    """A weight-decay cell (compared with ``cosine_wd``, kept out of the frontier)."""
+    return schedule in _WITH_WEIGHT_DECAY
+
+
+def format_frontier_table(runs: Sequence[Dict], reference: str = "cosine") -> str:
     rows = aggregate(runs)
-    lines = ["| B0 | schedule | seeds | final val loss (mean +- SE) | gap vs cosine same B0 "
-             "(paired, mean +- SE) | steps | steps vs cosine |",
+    lines = [f"| B0 | schedule | seeds | final val loss (mean +- SE) | gap vs {reference} same "
+             f"B0 (paired, mean +- SE) | steps | steps vs {reference} |",
              "|---|---|---|---|---|---|---|"]
     for row in rows:
-        same = {g["schedule"]: g for g in paired_gaps(runs, ("cosine", row["b0"]))
+        same = {g["schedule"]: g for g in paired_gaps(runs, (reference, row["b0"]))
                 if g["b0"] == row["b0"]}.get(row["schedule"])
         gap = (f"{100 * same['gap']:+.2f}% +- {100 * same['gap_se']:.2f}%"
-               if same and row["schedule"] != "cosine" else "-")
+               if same and row["schedule"] != reference else "-")
         ratio = f"{same['steps_ratio']:.3f}" if same else "-"
         lines.append(f"| {row['b0']} | {row['schedule']} | {row['seeds']} | "
                      f"{row['loss']:.4f} +- {row['loss_se']:.4f} | {gap} | "

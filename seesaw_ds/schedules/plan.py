@@ -21,6 +21,7 @@ from seesaw_ds.schedules.batch_schedules import BatchSchedule, SeesawBatch
 from seesaw_ds.schedules.limits import BatchLimit, apply_batch_limits
 from seesaw_ds.schedules.lr_schedules import LRSchedule
 from seesaw_ds.schedules.multiples import multiple_at, parse_multiple_stages, restage_phases
+from seesaw_ds.schedules.optimizer_scaling import OptimizerScaling
 from seesaw_ds.schedules.phases import Phase
 
 __all__ = ["GROWTH_POLICIES", "StepSetting", "Plan", "build_plan", "layout_batch"]
@@ -114,6 +115,7 @@ class Plan:
         batch_limits: Sequence[BatchLimit] = (),
         lr_ceiling: Optional[float] = None,
         multiple_stages: Optional[Sequence] = None,
+        optimizer_scaling: OptimizerScaling = OptimizerScaling(),
     ) -> None:
         _validate_plan_inputs(
             peak_lr, initial_batch, seq_length, micro_batch, dp_size, min_lr,
@@ -132,6 +134,7 @@ class Plan:
         self.min_lr = float(min_lr)
         self.growth_policy = growth_policy
         self.max_micro_batch = max_micro_batch
+        self.optimizer_scaling = optimizer_scaling
         self.multiple_stages = parse_multiple_stages(
             multiple_stages, self.batch_multiple, base.total_tokens)
         self._check_multiples(batch_schedule, batch_limits)
@@ -226,7 +229,8 @@ class Plan:
                     batch_multiple=self.batch_multiple, min_lr=self.min_lr,
                     growth_policy=self.growth_policy, max_micro_batch=self.max_micro_batch,
                     batch_limits=limits, lr_ceiling=self.lr_ceiling,
-                    multiple_stages=self.later_multiple_stages())
+                    multiple_stages=self.later_multiple_stages(),
+                    optimizer_scaling=self.optimizer_scaling)
 
     def later_multiple_stages(self) -> List[dict]:
         """The stages after the first, in the config's form (``seesaw.batch_multiple_stages``)."""
@@ -267,6 +271,10 @@ class Plan:
             lr *= math.sqrt(last / batch)
             batch = last
         return index, max(self.min_lr, lr), batch
+
+    def base_lr_at(self, tokens: float) -> float:
+        """LR of the constant-batch base run at ``tokens`` (floored at ``min_lr``)."""
+        return max(self.min_lr, self.peak_lr * self.base.factor(tokens))
 
     def _last_step_batch(self, tokens: float, batch: int) -> int:
         """``batch``, or fewer sequences for the step that would pass the budget."""

@@ -26,10 +26,15 @@ def test_every_cell_config_builds_its_plan_on_equal_tokens(schedule, b0):
     plan = plan_from_ds_config(config, dp_size=1)
     assert plan.initial_batch == b0 and config["seesaw"]["data_seed"] == 1235
     assert 1e6 <= plan.trained_tokens < 1e6 + 4 * 128
-    expected = {"cosine": "constant", "late_switch": "late_switch"}.get(
+    expected = {"cosine": "constant", "cosine_wd": "constant", "late_switch": "late_switch"}.get(
         schedule, "adaptive" if schedule.startswith("adaptive") else "seesaw")
     assert plan.batch_schedule.type_name == expected
     assert ("cbs_guard" in config["seesaw"]) == schedule.startswith("seesaw_guard")
+    weight_decay = config["optimizer"]["params"]["weight_decay"]
+    assert weight_decay == (0.1 if "_wd" in schedule else 0.0)
+    scaling = plan.optimizer_scaling
+    assert scaling.keep_weight_decay_timescale == schedule.endswith("_tau")
+    assert scaling.keep_beta2_half_life == schedule.endswith("_b2")
     assert Cell.parse(cell.label()) == cell
 
 
