@@ -36,7 +36,7 @@ from seesaw_ds.report.frontier import (  # noqa: E402
     frontier_report,
     plot_frontier,
     run_config_of,
-    with_weight_decay,
+    side_study_reference,
 )
 
 RECORDS = os.path.join(_ROOT, "bench", "records", "frontier.json")
@@ -124,8 +124,12 @@ def _save_records(runs: list, args) -> None:
 
 
 def report(runs: list) -> None:
-    decayed = [run for run in runs if with_weight_decay(run["schedule"])]
-    runs = [run for run in runs if not with_weight_decay(run["schedule"])]
+    side = {}
+    for run in runs:
+        reference = side_study_reference(run["schedule"])
+        if reference:
+            side.setdefault(reference, []).append(run)
+    runs = [run for run in runs if not side_study_reference(run["schedule"])]
     print(format_frontier_table(runs))
     frontier = frontier_report(runs)
     if frontier:
@@ -149,10 +153,13 @@ def report(runs: list) -> None:
                   f"{100 * winner['gap']:+.2f}% +- {100 * winner['gap_se']:.2f}%")
     plot_frontier(runs, FIGURE)
     print(f"\nfigure: {os.path.relpath(FIGURE, _ROOT)}")
-    if decayed:
+    if "cosine_wd" in side:
         print(f"\nwith AdamW weight decay {WEIGHT_DECAY:g} (opt-in keys: _tau keeps the "
               "weight-decay timescale, _b2 the beta2 half-life):")
-        print(format_frontier_table(decayed, reference="cosine_wd"))
+        print(format_frontier_table(side["cosine_wd"], reference="cosine_wd"))
+    if "cosine_fd" in side:
+        print("\ndata order fixed (data_seed 1234), the seed moves the model init only:")
+        print(format_frontier_table(side["cosine_fd"], reference="cosine_fd"))
 
 
 def main(argv=None) -> int:

@@ -14,7 +14,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 __all__ = ["Cell", "SCHEDULES", "VARIANTS", "ds_config_of", "run_config_of", "aggregate",
            "paired_gaps", "frontier_report", "format_frontier_table", "plot_frontier",
-           "with_weight_decay"]
+           "side_study_reference"]
 
 SEQ = 128
 PEAK_LR = 3e-3
@@ -27,7 +27,11 @@ SCHEDULES = ("cosine", "seesaw", "adaptive", "late_switch", "seesaw_guard")
 # keep the weight-decay timescale (``_tau``) or the beta2 half-life (``_b2``) through batch
 # changes; their reference is ``cosine_wd``.
 VARIANTS = ("adaptive_c2", "adaptive_c2_s25", "adaptive_c4", "adaptive_c4_s25",
-            "seesaw_guard_s25", "cosine_wd", "seesaw_wd", "seesaw_wd_tau", "seesaw_wd_b2")
+            "seesaw_guard_s25", "cosine_wd", "seesaw_wd", "seesaw_wd_tau", "seesaw_wd_b2",
+            "cosine_fd", "seesaw_fd")
+# ``_fd``: the data order fixed (``data_seed`` 1234 for every seed), the seed moves the model
+# init only: the init noise alone; their reference is ``cosine_fd``.
+_FIXED_DATA = ("cosine_fd", "seesaw_fd")
 WEIGHT_DECAY = 0.1
 _WITH_WEIGHT_DECAY = {"cosine_wd": {}, "seesaw_wd": {},
                       "seesaw_wd_tau": {"keep_weight_decay_timescale": True},
@@ -74,6 +78,10 @@ def _seesaw_section(cell: Cell, tokens: float, guard_safety: float,
         section = _seesaw_section(plain, tokens, guard_safety, adaptive_safety)
         section.update(_WITH_WEIGHT_DECAY[cell.schedule])
         return section
+    if cell.schedule in _FIXED_DATA:
+        plain = Cell(cell.schedule[: -len("_fd")], cell.b0, cell.seed)
+        return dict(_seesaw_section(plain, tokens, guard_safety, adaptive_safety),
+                    data_seed=1234)
     if cell.schedule == "cosine":
         section["batch_schedule"] = "constant"
     elif cell.schedule == "seesaw" or cell.schedule in _GUARD:
@@ -193,9 +201,12 @@ def beyond_cosine_frontier(rows: Sequence[Dict]) -> List[Dict]:
         c["steps"] <= row["steps"] and c["loss"] <= row["loss"] for c in cosine)]
 
 
-def with_weight_decay(schedule: str) -> bool:
-    """A weight-decay cell (compared with ``cosine_wd``, kept out of the frontier)."""
-    return schedule in _WITH_WEIGHT_DECAY
+def side_study_reference(schedule: str) -> Optional[str]:
+    """The reference of a side-study cell (weight decay: ``cosine_wd``; fixed data order:
+    ``cosine_fd``), which keeps it out of the frontier; None for the sweep's own cells."""
+    if schedule in _WITH_WEIGHT_DECAY:
+        return "cosine_wd"
+    return "cosine_fd" if schedule in _FIXED_DATA else None
 
 
 def format_frontier_table(runs: Sequence[Dict], reference: str = "cosine") -> str:

@@ -6,8 +6,9 @@ initial batch. With stages, ``q`` changes at token counts chosen for the jobs of
 ``((0, q0), (T1, q1), ...)`` rounds the batches that start in ``[Tk, Tk+1)`` to multiples of
 ``qk``, so the job from ``Tk`` can run on any rank count that divides ``qk``.
 
-The rounding goes up (``ceil(B / qk) * qk``), which keeps batches monotone, and multiplies the
-phase's LR by ``sqrt(B' / B)``: ``lr / sqrt(B)`` stays where the schedule put it, the rule
+The rounding goes up (``ceil(B / qk) * qk``, and never below the batch before it, so batches
+stay monotone when a later stage's multiple is finer), and multiplies the phase's LR by
+``sqrt(B' / B)``: ``lr / sqrt(B)`` stays where the schedule put it, the rule
 the plan uses for every rounded batch. Only schedules whose batches are derived (Seesaw) are
 rounded; a batch the user wrote (late switch, step, linear ramp) that is not a multiple of its
 stage's ``q`` is an error.
@@ -105,13 +106,14 @@ def restage_phases(phases: Sequence[Phase], stages: MultipleStages, rounds_batch
     for phase in _split_at_stages(phases, stages):
         multiple = multiple_at(stages, phase.start_tokens)
         batch = phase.global_batch
-        if batch % multiple:
+        floor = out[-1].global_batch if out else 0  # a later, finer stage never shrinks it
+        if batch % multiple or batch < floor:
             if not rounds_batches:
                 raise SeesawConfigError(
                     f"the batch {batch} from token {phase.start_tokens:.6g} is not a multiple "
                     f"of seesaw.batch_multiple_stages' multiple {multiple} in force there: "
                     "choose batches that are multiples of every stage's multiple.")
-            rounded = math.ceil(batch / multiple) * multiple
+            rounded = math.ceil(max(batch, floor) / multiple) * multiple
             if max_batch is not None and rounded > max_batch:
                 raise SeesawConfigError(
                     f"seesaw.max_batch = {max_batch} is not a multiple of the batch multiple "

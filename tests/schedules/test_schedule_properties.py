@@ -265,3 +265,47 @@ def test_online_limits_clamp_the_batch_and_keep_the_lr_rule(drawn):
             break
         same = limited.at_tokens(start)
         assert (same.lr, same.global_batch) == (setting.lr, setting.global_batch)
+
+
+@st.composite
+def staged_sections(draw):
+    """A random section plus random batch-multiple stages (a growing chain of jobs)."""
+    section, initial = draw(sections())
+    fractions = sorted(set(draw(st.lists(st.sampled_from([0.2, 0.45, 0.6, 0.8, 0.95]),
+                                         min_size=1, max_size=3))))
+    section["batch_multiple_stages"] = [
+        {"from_tokens": fraction * section["total_tokens"],
+         "multiple": draw(st.sampled_from([1, 2, 3, 5, 6, 8, 24]))} for fraction in fractions]
+    return section, initial
+
+
+@SETTINGS
+@given(staged_sections())
+def test_stages_round_each_batch_to_its_stage_and_keep_the_temperature(drawn):
+    section, initial = drawn
+    staged = _plan_or_refusal(section, initial)
+    if staged is None:
+        return
+    plain = _plan_or_refusal(dict(section, batch_multiple_stages=None), initial)
+    assert plain is not None  # stages alone never turn an accepted section into a refusal
+    steps = _steps(staged)
+    multiples = staged.multiple_stages
+    for index, (_, start, setting) in enumerate(steps):
+        multiple = [m for t, m in multiples if t <= start][-1]
+        assert setting.global_batch % multiple == 0, (start, setting.global_batch, multiple)
+        reference = plain.at_tokens(start)
+        is_last = index == len(steps) - 1
+        if not is_last:  # rounded up, and never below the phase before (a finer stage)
+            before = staged.phases[setting.phase_index - 1].global_batch \
+                if setting.phase_index else 0
+            assert reference.global_batch <= setting.global_batch < \
+                max(reference.global_batch, before) + multiple
+            if setting.lr > staged.min_lr and reference.lr > plain.min_lr:
+                assert setting.lr / math.sqrt(setting.global_batch) == pytest.approx(
+                    reference.lr / math.sqrt(reference.global_batch), rel=1e-9, abs=1e-300)
+    batches = [setting.global_batch for _, _, setting in steps]
+    assert all(b2 >= b1 for b1, b2 in zip(batches[:-1], batches[1:-1]))
+    trained = sum(batches) * SEQ
+    assert trained == staged.trained_tokens
+    last_multiple = [m for t, m in multiples if t <= steps[-1][1]][-1]
+    assert staged.total_tokens <= trained < staged.total_tokens + last_multiple * SEQ
