@@ -26,7 +26,7 @@ SCHEDULES = ("cosine", "seesaw", "adaptive", "late_switch", "seesaw_guard")
 # and, with AdamW weight decay 0.1, cosine and Seesaw without and with the opt-in keys that
 # keep the weight-decay timescale (``_tau``) or the beta2 half-life (``_b2``) through batch
 # changes; their reference is ``cosine_wd``.
-VARIANTS = ("adaptive_c2", "adaptive_c2_s25", "adaptive_c4", "adaptive_c4_s25",
+VARIANTS = ("adaptive_s25", "adaptive_c2", "adaptive_c2_s25", "adaptive_c4", "adaptive_c4_s25",
             "seesaw_guard_s25", "cosine_wd", "seesaw_wd", "seesaw_wd_tau", "seesaw_wd_b2",
             "cosine_fd", "seesaw_fd")
 # ``_fd``: the data order fixed (``data_seed`` 1234 for every seed), the seed moves the model
@@ -37,7 +37,7 @@ _WITH_WEIGHT_DECAY = {"cosine_wd": {}, "seesaw_wd": {},
                       "seesaw_wd_tau": {"keep_weight_decay_timescale": True},
                       "seesaw_wd_b2": {"keep_beta2_half_life": True}}
 _GUARD = {"seesaw_guard": None, "seesaw_guard_s25": 0.25}
-_ADAPTIVE = {"adaptive": (None, 1.0), "adaptive_c2": (None, 2.0),
+_ADAPTIVE = {"adaptive": (None, 1.0), "adaptive_s25": (0.25, 1.0), "adaptive_c2": (None, 2.0),
              "adaptive_c2_s25": (0.25, 2.0), "adaptive_c4": (None, 4.0),
              "adaptive_c4_s25": (0.25, 4.0)}
 

@@ -30,7 +30,8 @@ def test_the_offline_plan_is_the_seesaw_envelope():
     adaptive = _plan()
     seesaw = Plan(BASE, SeesawBatch(batch_growth=2.0), PEAK, 8, 128)
     assert adaptive.phases == seesaw.phases
-    assert adaptive.lr_ceiling == 1.0
+    assert adaptive.lr_ceiling == 2.0  # the default, chosen on the frontier sweep
+    assert adaptive.batch_schedule.safety_factor == 0.25
     assert adaptive.summary()["batch_schedule"] == "adaptive"
 
 
