@@ -226,32 +226,52 @@ def format_frontier_table(runs: Sequence[Dict], reference: str = "cosine") -> st
     return "\n".join(lines)
 
 
+_STYLES = {"cosine": ("black", "o", "-"), "seesaw": ("tab:orange", "s", "--"),
+           "adaptive": ("tab:green", "^", "-"), "late_switch": ("tab:red", "v", "-"),
+           "seesaw_guard": ("tab:purple", "D", ":")}
+_VARIANT_MARKERS = "PXh*pd<>"
+
+
+def _style(schedule: str, index: int):
+    """(color, marker, line style) of a schedule; variants are points without lines."""
+    if schedule in _STYLES:
+        return _STYLES[schedule]
+    return f"C{index % 10}", _VARIANT_MARKERS[index % len(_VARIANT_MARKERS)], "none"
+
+
 def plot_frontier(runs: Sequence[Dict], path: str, title: Optional[str] = None) -> None:
-    """Final loss against optimizer steps, one line per schedule across B0 (log steps)."""
+    """Final loss against optimizer steps, one line per schedule across B0 (log steps), and
+    a second panel zoomed on the smallest B0, where the schedules compete."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     rows = aggregate(runs)
-    figure, axis = plt.subplots(figsize=(7, 4.5))
-    for schedule in SCHEDULES + VARIANTS:
-        points = sorted((row["steps"], row["loss"], row["loss_se"], row["b0"])
-                        for row in rows if row["schedule"] == schedule)
-        if not points:
-            continue
-        steps, losses, errors, b0s = zip(*points)
-        errors = [0.0 if not math.isfinite(e) else e for e in errors]
-        axis.errorbar(steps, losses, yerr=errors, marker="o", capsize=3, label=schedule)
-        for x, y, b0 in zip(steps, losses, b0s):
-            axis.annotate(f"{b0}", (x, y), textcoords="offset points", xytext=(4, 4),
-                          fontsize=7)
-    axis.set_xscale("log")
-    axis.set_xlabel("optimizer steps (log)")
-    axis.set_ylabel("final validation loss (mean +- SE over seeds)")
-    axis.set_title(title or "Frontier: final loss vs optimizer steps (labels: B0)")
-    axis.grid(alpha=0.3)
-    axis.legend()
+    figure, axes = plt.subplots(1, 2, figsize=(12, 4.8))
+    smallest = min(row["b0"] for row in rows)
+    for panel, axis in enumerate(axes):
+        for index, schedule in enumerate(SCHEDULES + VARIANTS):
+            points = sorted((row["steps"], row["loss"], row["loss_se"], row["b0"])
+                            for row in rows if row["schedule"] == schedule
+                            and (panel == 0 or row["b0"] <= 2 * smallest))
+            if not points:
+                continue
+            steps, losses, errors, b0s = zip(*points)
+            errors = [0.0 if not math.isfinite(e) else e for e in errors]
+            color, marker, line = _style(schedule, index)
+            axis.errorbar(steps, losses, yerr=errors, marker=marker, capsize=3, color=color,
+                          linestyle=line, label=schedule, markersize=6 if line != "none" else 8)
+            for x, y, b0 in zip(steps, losses, b0s):
+                axis.annotate(f"{b0}", (x, y), textcoords="offset points", xytext=(4, 4),
+                              fontsize=7, color=color)
+        axis.set_xscale("log")
+        axis.set_xlabel("optimizer steps (log)")
+        axis.grid(alpha=0.3, which="both")
+    axes[0].set_ylabel("final validation loss (mean +- SE over seeds)")
+    axes[0].set_title(title or "Frontier: final loss vs optimizer steps (labels: B0)")
+    axes[1].set_title(f"zoom: B0 = {smallest} and {2 * smallest}")
+    axes[1].legend(fontsize=8, loc="upper right")
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
