@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import Optional
 
-from seesaw_ds.config import load_config_file, plan_from_ds_config, resolve_batch_triple
+from seesaw_ds.config import load_config_file, plan_from_ds_config
 from seesaw_ds.errors import SeesawConfigError
 from seesaw_ds.report.table import format_plan_table
 
@@ -92,8 +92,7 @@ def run(args: argparse.Namespace) -> int:
     if dp_size is not None and dp_size < 1:
         raise SeesawConfigError(f"--dp-size = {dp_size} must be >= 1.")
     dp_size = dp_size or _default_dp_size(config)
-    resolve_batch_triple(config, dp_size)
-    plan = plan_from_ds_config(config, dp_size)
+    plan = plan_from_ds_config(config, dp_size)  # checks the batch triple (or a chain stage)
     if args.json:
         print(json.dumps(plan.summary(), indent=2))
     elif args.megatron:

@@ -28,8 +28,8 @@ def format_plan_table(plan: Plan) -> str:
             format_tokens(phase["start_tokens"]),
             format_tokens(phase["end_tokens"]),
             str(phase["global_batch"]),
-            str(phase["micro_batch"]),
-            str(phase["grad_accum"]),
+            str(phase["micro_batch"] or "-"),
+            str(phase["grad_accum"] or "-"),
             f"{phase['lr_start']:.3e}",
             f"{phase['lr_end']:.3e}",
             str(phase["steps"]),
@@ -50,6 +50,13 @@ def format_plan_table(plan: Plan) -> str:
         f" (saving {100 * summary['step_saving']:.1f}%; continuous-limit bound "
         f"{100 * summary['continuous_limit_saving']:.1f}%)"
     )
+    if summary["batch_multiple_stages"]:
+        stages = ", ".join(f"x{stage['multiple']} from {format_tokens(stage['from_tokens'])}"
+                           for stage in summary["batch_multiple_stages"])
+        lines.append(
+            f"batch-multiple stages: {stages} (batches rounded up, lr / sqrt(B) unchanged); "
+            f"micro/GAS '-': a phase dp {summary['dp_size']} cannot lay out, run by another "
+            "job of the chain")
     online = getattr(plan.batch_schedule, "safety_factor", None)
     if summary["batch_schedule"] == "adaptive":
         lines.append(

@@ -147,3 +147,22 @@ def test_clock_of_a_later_job_waits_for_its_checkpoint():
     assert state.waiting is None and state.consumed_samples == saved.consumed_samples
     assert state.setting.global_batch == saved.setting.global_batch
     assert state.setting.lr == saved.setting.lr
+
+
+def test_plan_command_shows_the_stages_and_the_phases_another_job_runs(tmp_path):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    config = {"train_batch_size": 128, "train_micro_batch_size_per_gpu": 1,
+              "optimizer": {"type": "AdamW", "params": {"lr": PEAK}}, "seesaw": _section()}
+    path = tmp_path / "staged.json"
+    path.write_text(json.dumps(config))
+    repo = Path(__file__).resolve().parents[2]
+    result = subprocess.run([sys.executable, "-m", "seesaw_ds.cli.main", "plan", str(path),
+                             "--dp-size", "10"], capture_output=True, text=True, cwd=repo)
+    assert result.returncode == 0, result.stderr
+    assert "batch-multiple stages: x10 from 1.50B, x24 from 2.50B" in result.stdout
+    first_row = result.stdout.splitlines()[2].split()
+    assert first_row[4:6] == ["-", "-"]  # batch 128 at dp 10: another job's phase
