@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, Mapping, Optional, Tuple
 
 from seesaw_ds.errors import SeesawConfigError, text_number_hint
-from seesaw_ds.schedules.multiples import parse_multiple_stages
+from seesaw_ds.schedules.multiples import check_no_online_decisions, parse_multiple_stages
 from seesaw_ds.schedules.optimizer_scaling import OptimizerScaling
 from seesaw_ds.schedules import (
     BATCH_SCHEDULES,
@@ -233,11 +233,8 @@ def parse_seesaw_section(section: Any) -> SeesawSection:
 def _multiple_stages(value: Any, parsed: SeesawSection) -> Tuple[Dict[str, Any], ...]:
     """``seesaw.batch_multiple_stages`` checked now (order, numbers), before any work."""
     stages = parse_multiple_stages(value, 1, parsed.total_tokens)[1:]
-    if parsed.cbs_guard.enabled or parsed.batch_schedule_name == "adaptive":
-        raise SeesawConfigError(
-            "seesaw.batch_multiple_stages cannot be combined with online batch decisions "
-            "(batch_schedule 'adaptive' or cbs_guard): their rungs use one batch multiple. "
-            "Remove batch_multiple_stages or the online policy.")
+    check_no_online_decisions(
+        True, parsed.cbs_guard.enabled or parsed.batch_schedule_name == "adaptive")
     return tuple({"from_tokens": start, "multiple": multiple} for start, multiple in stages)
 
 

@@ -15,7 +15,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Dict, Mapping, Optional, Tuple
 
-from seesaw_ds.config import SeesawSection, plan_from_ds_config, resolve_batch_triple
+from seesaw_ds.config import SeesawSection, plan_from_ds_config
 from seesaw_ds.config import seesaw_section_of
 from seesaw_ds.errors import SeesawConfigError, text_number_hint
 from seesaw_ds.schedules import Plan
@@ -240,8 +240,7 @@ def validate_ds_config(
     _check_precision(ds_config, device)
     _check_batch_control(ds_config)
     stage = _zero_stage(ds_config)
-    if not section.batch_multiple_stages:
-        resolve_batch_triple(ds_config, dp_size)  # train_batch_size vs micro x GAS x world
+    # also checks train_batch_size vs micro x GAS x world (or a later stage of a chain)
     plan = plan_from_ds_config(config, dp_size, peak_lr=peak_lr, section=section)
     notes = _settle_optimizer(ds_config, device, stage, client_optimizer)
     # a chain job on a later stage starts the engine on its first runnable batch; the hook

@@ -47,6 +47,7 @@ from typing import Dict, Iterable, List, Optional, Tuple
 from seesaw_ds.errors import SeesawConfigError
 from seesaw_ds.layout.throughput import Throughput
 from seesaw_ds.schedules import ConstantBatch, Plan
+from seesaw_ds.schedules.multiples import multiple_at
 
 __all__ = ["Layout", "PhaseLayout", "Projection", "WallClockPlan", "LayoutSearch",
            "best_layout", "project_wallclock"]
@@ -229,8 +230,7 @@ class LayoutSearch:
         for phase, steps in zip(staged.phases, staged.steps_per_phase()):
             if steps == 0:
                 continue
-            ranks = next((r for t, r in reversed(stages) if phase.start_tokens >= t),
-                         start_ranks)
+            ranks = multiple_at(staged.multiple_stages, phase.start_tokens)  # a job's ranks
             layout = best_layout(phase.global_batch, self.throughput, [ranks], min_per_rank)
             if layout is None:
                 return None

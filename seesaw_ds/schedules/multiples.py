@@ -24,7 +24,8 @@ from typing import Any, List, Sequence, Tuple
 from seesaw_ds.errors import SeesawConfigError
 from seesaw_ds.schedules.phases import Phase
 
-__all__ = ["MultipleStages", "parse_multiple_stages", "restage_phases"]
+__all__ = ["MultipleStages", "parse_multiple_stages", "multiple_at", "restage_phases",
+           "check_no_online_decisions"]
 
 MultipleStages = Tuple[Tuple[float, int], ...]
 
@@ -68,6 +69,16 @@ def parse_multiple_stages(stages: Any, first_multiple: int, total_tokens: float,
                 "multiple of it).")
         parsed.append((float(tokens), multiple))
     return tuple(parsed)
+
+
+def check_no_online_decisions(staged: bool, online: bool) -> None:
+    """Stages and online batch decisions (the adaptive schedule, the guard) do not mix: the
+    decisions' rungs use one batch multiple."""
+    if staged and online:
+        raise SeesawConfigError(
+            "seesaw.batch_multiple_stages cannot be combined with online batch decisions "
+            "(batch_schedule 'adaptive' or cbs_guard): their rungs use one batch multiple. "
+            "Remove batch_multiple_stages or the online policy.")
 
 
 def multiple_at(stages: MultipleStages, tokens: float) -> int:

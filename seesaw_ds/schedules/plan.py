@@ -17,10 +17,11 @@ from dataclasses import dataclass
 from typing import Iterator, List, Optional, Sequence, Tuple
 
 from seesaw_ds.errors import SeesawConfigError
-from seesaw_ds.schedules.batch_schedules import BatchSchedule, SeesawBatch
+from seesaw_ds.schedules.batch_schedules import AdaptiveBatch, BatchSchedule, SeesawBatch
 from seesaw_ds.schedules.limits import BatchLimit, apply_batch_limits
 from seesaw_ds.schedules.lr_schedules import LRSchedule
-from seesaw_ds.schedules.multiples import multiple_at, parse_multiple_stages, restage_phases
+from seesaw_ds.schedules.multiples import (check_no_online_decisions, multiple_at,
+                                          parse_multiple_stages, restage_phases)
 from seesaw_ds.schedules.optimizer_scaling import OptimizerScaling
 from seesaw_ds.schedules.phases import Phase
 
@@ -173,12 +174,8 @@ class Plan:
                 f"multiple of micro-batch x data-parallel size = {divisor}: use a common "
                 "multiple of every rank layout you will run on."
             )
-        if self.staged and (batch_limits or getattr(batch_schedule, "safety_factor", None)):
-            raise SeesawConfigError(
-                "seesaw.batch_multiple_stages cannot be combined with online batch decisions "
-                "(batch_schedule 'adaptive' or cbs_guard): their rungs use one batch "
-                "multiple. Remove batch_multiple_stages or the online policy."
-            )
+        check_no_online_decisions(
+            self.staged, bool(batch_limits) or isinstance(batch_schedule, AdaptiveBatch))
 
     def _lay_out(self, phase: Phase) -> Phase:
         try:
