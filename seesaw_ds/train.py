@@ -83,26 +83,25 @@ def _validate(args: argparse.Namespace):
         from seesaw_ds.config import parse_token_count
 
         args.stop_at_tokens = parse_token_count("--stop-at-tokens", args.stop_at_tokens)
+    layout = None
     if args.resume:
-        _resume_universal_if_resharding(ds_config, run.checkpoint_dir, world)
-    validated.plan.check_runnable(_resume_tokens(args, run), args.stop_at_tokens)
+        from seesaw_ds.deepspeed_adapter.universal import checkpoint_layout
+
+        layout = checkpoint_layout(run.checkpoint_dir)
+        _resume_universal_if_resharding(ds_config, run.checkpoint_dir, world, layout)
+    # where this job starts on the token clock: the latest checkpoint's, with --resume
+    start = 0 if layout is None else layout["consumed_tokens"]
+    validated.plan.check_runnable(start, args.stop_at_tokens)
     return run, ds_config, validated
 
 
-def _resume_tokens(args: argparse.Namespace, run) -> int:
-    """Where this job starts on the token clock (the latest checkpoint's, with --resume)."""
-    from seesaw_ds.deepspeed_adapter.universal import checkpoint_layout
-
-    layout = checkpoint_layout(run.checkpoint_dir) if args.resume else None
-    return 0 if layout is None else layout["consumed_tokens"]
-
-
-def _resume_universal_if_resharding(ds_config: dict, checkpoint_dir: str, world: int) -> None:
-    """A ZeRO >= 1 checkpoint saved on another rank count loads through its universal copy."""
+def _resume_universal_if_resharding(ds_config: dict, checkpoint_dir: str, world: int,
+                                    layout: Optional[dict]) -> None:
+    """A ZeRO >= 1 checkpoint (``layout``: :func:`checkpoint_layout` of it) saved on another
+    rank count loads through its universal copy."""
     from seesaw_ds.deepspeed_adapter.checkpoint import read_latest
-    from seesaw_ds.deepspeed_adapter.universal import UNIVERSAL_LATEST, checkpoint_layout
+    from seesaw_ds.deepspeed_adapter.universal import UNIVERSAL_LATEST
 
-    layout = checkpoint_layout(checkpoint_dir)
     if layout is None or layout["zero_stage"] == 0:
         return
     dp = world  # this trainer is data-parallel only

@@ -20,12 +20,11 @@ SEQ = 128
 PEAK_LR = 3e-3
 MICRO = 4
 SCHEDULES = ("cosine", "seesaw", "adaptive", "late_switch", "seesaw_guard")
-# variants measured on part of the sweep: the adaptive schedule with an LR ceiling of 2 or 4,
-# and with a lower safety factor (name -> (safety factor, None: the sweep's; LR ceiling)),
-# and the guard at safety factor 0.25.
-# and, with AdamW weight decay 0.1, cosine and Seesaw without and with the opt-in keys that
-# keep the weight-decay timescale (``_tau``) or the beta2 half-life (``_b2``) through batch
-# changes; their reference is ``cosine_wd``.
+# Variants measured on part of the sweep: the adaptive schedule with an LR ceiling of 2 or 4
+# and/or a lower safety factor (name -> (safety factor, None: the sweep's; LR ceiling)); the
+# guard at safety factor 0.25; with AdamW weight decay 0.1, cosine and Seesaw without and
+# with the opt-in keys that keep the weight-decay timescale (``_tau``) or the beta2
+# half-life (``_b2``) through batch changes (their reference is ``cosine_wd``).
 VARIANTS = ("adaptive_s25", "adaptive_c2", "adaptive_c2_s25", "adaptive_c4", "adaptive_c4_s25",
             "seesaw_guard_s25", "cosine_wd", "seesaw_wd", "seesaw_wd_tau", "seesaw_wd_b2",
             "cosine_fd", "seesaw_fd")

@@ -22,6 +22,7 @@ Pure functions; the DeepSpeed scheduler writes the results into the param groups
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 __all__ = ["OptimizerScaling", "weight_decay_factor", "beta2_for_batch", "half_life_samples"]
@@ -43,8 +44,6 @@ def beta2_for_batch(beta2: float, batch: int, initial_batch: int) -> float:
 
 def half_life_samples(beta2: float, batch: int) -> float:
     """Samples until a second-moment EMA with ``beta2`` per step of ``batch`` halves."""
-    import math
-
     return math.log(0.5) / math.log(beta2) * batch
 
 
