@@ -9,7 +9,11 @@ initial batch. With stages, ``q`` changes at token counts chosen for the jobs of
 The rounding goes up (``ceil(B / qk) * qk``, and never below the batch before it, so batches
 stay monotone when a later stage's multiple is finer), and multiplies the phase's LR by
 ``sqrt(B' / B)``: ``lr / sqrt(B)`` stays where the schedule put it, the rule
-the plan uses for every rounded batch. Only schedules whose batches are derived (Seesaw) are
+the plan uses for every rounded batch, with one bound: a rounded phase never trains above the
+peak LR (``lr_ceiling`` :data:`STAGE_LR_CEILING`). A stage that starts in the warmup or
+constant part (batch ``B0``, LR at the peak) would otherwise lift the LR above the tuned peak
+(1.22x for ``B0`` 48 rounded to 72); there the cap binds, ``lr / sqrt(B)`` falls below the
+schedule's path, and the plan says so (:meth:`Plan.stage_lr_caps`). Only schedules whose batches are derived (Seesaw) are
 rounded; a batch the user wrote (late switch, step, linear ramp) that is not a multiple of its
 stage's ``q`` is an error.
 """
@@ -25,9 +29,12 @@ from seesaw_ds.errors import SeesawConfigError
 from seesaw_ds.schedules.phases import Phase
 
 __all__ = ["MultipleStages", "parse_multiple_stages", "multiple_at", "restage_phases",
-           "check_no_online_decisions"]
+           "check_no_online_decisions", "STAGE_LR_CEILING"]
 
 MultipleStages = Tuple[Tuple[float, int], ...]
+
+#: LR bound (a multiple of the peak) of a phase whose batch a stage rounded up.
+STAGE_LR_CEILING = 1.0
 
 
 def parse_multiple_stages(stages: Any, first_multiple: int, total_tokens: float,
@@ -130,8 +137,11 @@ def restage_phases(phases: Sequence[Phase], stages: MultipleStages, rounds_batch
                     f"seesaw.max_batch = {max_batch} is not a multiple of the batch multiple "
                     f"{multiple} of the stage from token {phase.start_tokens:.6g}: make "
                     "max_batch a multiple of every stage's multiple.")
+            ceiling = STAGE_LR_CEILING if phase.lr_ceiling is None else min(
+                phase.lr_ceiling, STAGE_LR_CEILING)
             phase = dataclasses.replace(
                 phase, global_batch=rounded,
-                lr_multiplier=phase.lr_multiplier * math.sqrt(rounded / batch))
+                lr_multiplier=phase.lr_multiplier * math.sqrt(rounded / batch),
+                lr_ceiling=ceiling)
         out.append(phase)
     return out

@@ -20,6 +20,8 @@ from seesaw_ds.errors import SeesawConfigError
 from seesaw_ds.schedules.batch_schedules import AdaptiveBatch, BatchSchedule, SeesawBatch
 from seesaw_ds.schedules.limits import BatchLimit, apply_batch_limits
 from seesaw_ds.schedules.lr_schedules import LRSchedule
+from seesaw_ds.schedules.micro_batches import (largest_micro_batch, layout_batch,
+                                               micro_batch_reasons, steady_micro_batches)
 from seesaw_ds.schedules.multiples import (check_no_online_decisions, multiple_at,
                                           parse_multiple_stages, restage_phases)
 from seesaw_ds.schedules.optimizer_scaling import OptimizerScaling
@@ -40,33 +42,6 @@ class StepSetting:
     micro_batch: int
     grad_accum: int
     phase_index: int
-
-
-def layout_batch(
-    global_batch: int,
-    dp_size: int,
-    micro_batch: int,
-    max_micro_batch: Optional[int] = None,
-    growth_policy: str = "accumulation",
-) -> Tuple[int, int]:
-    """Per-rank (micro_batch, grad_accum) for a global batch.
-
-    ``accumulation`` keeps the configured micro-batch and grows accumulation;
-    ``micro_batch_first`` takes the largest micro-batch up to ``max_micro_batch`` that
-    divides the per-rank batch, then accumulates.
-    """
-    if global_batch % (dp_size * micro_batch):
-        raise SeesawConfigError(
-            f"global batch {global_batch} is not a multiple of micro-batch x data-parallel "
-            f"size = {micro_batch} x {dp_size}: set seesaw.batch_multiple to a multiple of "
-            f"{micro_batch * dp_size}."
-        )
-    per_rank = global_batch // dp_size
-    if growth_policy == "micro_batch_first" and max_micro_batch:
-        for candidate in range(min(max_micro_batch, per_rank), micro_batch - 1, -1):
-            if per_rank % candidate == 0 and candidate % micro_batch == 0:
-                return candidate, per_rank // candidate
-    return micro_batch, per_rank // micro_batch
 
 
 class Plan:
@@ -154,7 +129,7 @@ class Plan:
         raw = apply_batch_limits(raw, self.batch_limits, self.initial_batch, lr_ceiling)
         raw = restage_phases(raw, self.multiple_stages, isinstance(batch_schedule, SeesawBatch),
                              getattr(batch_schedule, "max_batch", None))
-        self.phases: Tuple[Phase, ...] = tuple(self._lay_out(phase) for phase in raw)
+        self.phases: Tuple[Phase, ...] = self._lay_out(raw)
         self._starts = [phase.start_tokens for phase in self.phases]
 
     @property
@@ -177,17 +152,32 @@ class Plan:
         check_no_online_decisions(
             self.staged, bool(batch_limits) or isinstance(batch_schedule, AdaptiveBatch))
 
-    def _lay_out(self, phase: Phase) -> Phase:
-        try:
-            micro, accum = layout_batch(
-                phase.global_batch, self.dp_size, self.micro_batch,
-                self.max_micro_batch, self.growth_policy,
-            )
-        except SeesawConfigError:
-            if not self.staged:
-                raise
-            return phase  # another job of the chain runs it (micro_batch stays 0)
-        return dataclasses.replace(phase, micro_batch=micro, grad_accum=accum)
+    def _lay_out(self, raw: Sequence[Phase]) -> Tuple[Phase, ...]:
+        """Micro-batch and GAS of every phase (see :mod:`seesaw_ds.schedules.micro_batches`);
+        a phase this rank count cannot lay out keeps micro 0 in a staged plan."""
+        divisor = self.micro_batch * self.dp_size
+        per_rank: List[Optional[int]] = []
+        for phase in raw:
+            if phase.global_batch % divisor == 0:
+                per_rank.append(phase.global_batch // self.dp_size)
+            elif self.staged:
+                per_rank.append(None)  # another job of the chain runs it
+            else:
+                layout_batch(phase.global_batch, self.dp_size, self.micro_batch)  # raises
+        trains = [steps > 0 for steps in _steps_per_phase(raw, self.seq_length)]
+        if self.growth_policy == "micro_batch_first":
+            micros = steady_micro_batches(per_rank, trains, self.micro_batch,
+                                          self.max_micro_batch)
+            self.micro_batch_reasons = micro_batch_reasons(
+                micros, per_rank, trains, self.micro_batch, self.max_micro_batch,
+                self.dp_size)
+        else:
+            micros = [None if batch is None else self.micro_batch for batch in per_rank]
+            self.micro_batch_reasons = []
+        return tuple(
+            phase if micro is None else
+            dataclasses.replace(phase, micro_batch=micro, grad_accum=batch // micro)
+            for phase, micro, batch in zip(raw, micros, per_rank))
 
     def _unrunnable(self, phase: Phase) -> SeesawConfigError:
         multiple = multiple_at(self.multiple_stages, phase.start_tokens)
@@ -251,9 +241,10 @@ class Plan:
         if not phase.micro_batch:
             raise self._unrunnable(phase)
         micro, accum = phase.micro_batch, phase.grad_accum
-        if batch < phase.global_batch:  # the short last step
-            micro, accum = layout_batch(batch, self.dp_size, self.micro_batch,
-                                        self.max_micro_batch, self.growth_policy)
+        if batch < phase.global_batch:  # the short last step: never a larger micro-batch
+            layout_batch(batch, self.dp_size, self.micro_batch)  # raises if it cannot split
+            micro = largest_micro_batch(batch // self.dp_size, self.micro_batch, micro)
+            accum = batch // self.dp_size // micro
         return StepSetting(lr, batch, micro, accum, index)
 
     def lr_and_batch_at(self, tokens: float) -> Tuple[int, float, int]:
@@ -292,18 +283,9 @@ class Plan:
 
     def steps_per_phase(self) -> List[int]:
         """Optimizer steps taken in each phase, O(phases): a phase takes the steps that
-        start inside it; a phase shorter than the step before it may take none."""
-        counts = []
-        cursor = 0.0
-        for phase in self.phases:
-            step_tokens = phase.global_batch * self.seq_length
-            if cursor >= phase.end_tokens:
-                counts.append(0)
-                continue
-            steps = math.ceil((phase.end_tokens - cursor) / step_tokens)
-            counts.append(steps)
-            cursor += steps * step_tokens
-        return counts
+        start inside it (the short last step included); a phase shorter than the step
+        before it may take none."""
+        return _steps_per_phase(self.phases, self.seq_length)
 
     @property
     def optimizer_steps(self) -> int:
@@ -313,13 +295,7 @@ class Plan:
     def trained_tokens(self) -> int:
         """Tokens consumed by the realized run: ``total_tokens`` rounded up to whole
         samples and then to the last step's batch multiple."""
-        cursor, last_batch = 0, self.initial_batch
-        for steps, phase in zip(self.steps_per_phase(), self.phases):
-            if steps:
-                cursor += steps * phase.global_batch * self.seq_length
-                last_batch = phase.global_batch
-        last_start = cursor - last_batch * self.seq_length
-        return int(last_start + self.lr_and_batch_at(last_start)[2] * self.seq_length)
+        return int(self.last_step()["end_tokens"])
 
     @property
     def trained_samples(self) -> int:
@@ -387,8 +363,50 @@ class Plan:
             previous = phase.global_batch
         return " ".join(entries)
 
+    def last_step(self) -> dict:
+        """The run's last optimizer step as it trains: the step that would pass the budget
+        takes only the remaining samples (rounded up to the batch multiple), at the LR
+        ``lr x sqrt(last_batch / batch)``, so it may differ from its phase's row.
+
+        ``short`` says whether its batch is below its phase's; ``micro_batch`` and
+        ``grad_accum`` are 0 where this rank count does not lay the phase out."""
+        cursor, last_batch = 0, self.initial_batch
+        for steps, phase in zip(self.steps_per_phase(), self.phases):
+            if steps:
+                cursor += steps * phase.global_batch * self.seq_length
+                last_batch = phase.global_batch
+        start = cursor - last_batch * self.seq_length
+        index, lr, batch = self.lr_and_batch_at(start)
+        micro = accum = 0
+        if self.phases[index].micro_batch:
+            setting = self.at_tokens(start)
+            micro, accum = setting.micro_batch, setting.grad_accum
+        return {"phase": index, "start_tokens": start, "end_tokens": start + batch * self.seq_length,
+                "global_batch": batch, "micro_batch": micro, "grad_accum": accum, "lr": lr,
+                "short": batch < self.phases[index].global_batch}
+
+    def stage_lr_caps(self) -> List[Tuple[int, float]]:
+        """``(phase index, LR / peak the sqrt rule wanted)`` for every phase where the
+        stage rounding's LR bound (:data:`~seesaw_ds.schedules.multiples.STAGE_LR_CEILING`)
+        binds; empty unless the plan is staged."""
+        if not self.staged:
+            return []
+        caps = []
+        for index, phase in enumerate(self.phases):
+            if phase.lr_ceiling is None:
+                continue
+            wanted = phase.lr_multiplier
+            if phase.follows_base:  # the base rises through warmup, then never rises
+                peak_at = min(max(self.base.warmup_tokens, phase.start_tokens), phase.end_tokens)
+                wanted *= self.base.factor(peak_at)
+            if wanted > phase.lr_ceiling * (1 + 1e-12):
+                caps.append((index, wanted))
+        return caps
+
     def summary(self) -> dict:
-        """A JSON-ready description: totals plus one entry per phase."""
+        """A JSON-ready description: totals, one entry per phase (``steps``: the steps that
+        start in it, the short last step included), the last step as it trains and the
+        reasons for every micro-batch other than the configured one."""
         phases = []
         for phase, steps in zip(self.phases, self.steps_per_phase()):
             phases.append({
@@ -400,6 +418,7 @@ class Plan:
                 "lr_start": self._phase_lr(phase, phase.start_tokens),
                 "lr_end": self._phase_lr(phase, phase.end_tokens),
                 "follows_base": phase.follows_base,
+                "lr_ceiling": phase.lr_ceiling,
                 "steps": steps,
             })
         steps = self.optimizer_steps
@@ -423,6 +442,11 @@ class Plan:
             "megatron_step_batch_size_schedule": self.megatron_step_schedule(),
             "batch_limits": [limit.to_list() for limit in self.batch_limits],
             "phases": phases,
+            "last_step": self.last_step(),
+            "micro_batch_reasons": [{"phase": index, "reason": reason}
+                                    for index, reason in self.micro_batch_reasons],
+            "stage_lr_caps": [{"phase": index, "uncapped_lr_factor": wanted}
+                              for index, wanted in self.stage_lr_caps()],
         }
 
     def _phase_lr(self, phase: Phase, tokens: float) -> float:
@@ -431,6 +455,20 @@ class Plan:
     def fingerprint(self) -> List[Tuple[float, int, float]]:
         """What must match for a resume to continue the same run."""
         return [(p.start_tokens, p.global_batch, p.lr_multiplier) for p in self.phases]
+
+
+def _steps_per_phase(phases: Sequence[Phase], seq_length: int) -> List[int]:
+    counts = []
+    cursor = 0.0
+    for phase in phases:
+        step_tokens = phase.global_batch * seq_length
+        if cursor >= phase.end_tokens:
+            counts.append(0)
+            continue
+        steps = math.ceil((phase.end_tokens - cursor) / step_tokens)
+        counts.append(steps)
+        cursor += steps * step_tokens
+    return counts
 
 
 def _validate_plan_inputs(
@@ -450,6 +488,10 @@ def _validate_plan_inputs(
         (growth_policy in GROWTH_POLICIES,
          f"seesaw.growth_policy = {growth_policy!r} is unknown: use one of "
          f"{list(GROWTH_POLICIES)}."),
+        (growth_policy != "micro_batch_first" or max_micro_batch is not None,
+         "seesaw.growth_policy = 'micro_batch_first' needs seesaw.max_micro_batch (the "
+         "largest micro-batch per GPU that fits in memory): add it, or use growth_policy "
+         "'accumulation'."),
         (max_micro_batch is None or max_micro_batch >= micro_batch,
          f"seesaw.max_micro_batch = {max_micro_batch!r} must be >= the micro-batch "
          f"({micro_batch})."),
