@@ -46,6 +46,8 @@ class AdaptiveGrowth(LimitPolicy):
         schedule: the plan's :class:`AdaptiveBatch` (growth, cap and adaptive options).
     """
 
+    foreign_side = "cap"
+
     def __init__(self, schedule: AdaptiveBatch) -> None:
         self.schedule = schedule
         super().__init__(schedule.ema_decay)

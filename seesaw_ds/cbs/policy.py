@@ -14,8 +14,12 @@ __all__ = ["LimitPolicy"]
 class LimitPolicy:
     """Base of the critical-batch guard and the adaptive schedule's growth.
 
-    Subclasses add ``decide(ladder, tokens, current)``, which may append to ``limits``.
+    Subclasses add ``decide(ladder, tokens, current)``, which may append to ``limits``, and
+    say which side of a :class:`BatchLimit` they never set (``foreign_side``: the guard only
+    caps, so a floor is not its own; the adaptive schedule only raises floors).
     """
+
+    foreign_side: str = "floor"
 
     def __init__(self, ema_decay: float) -> None:
         self.estimator = GradientNoiseScale(ema_decay)
@@ -35,4 +39,8 @@ class LimitPolicy:
 
     def load_state_dict(self, state: dict) -> None:
         self.estimator.load_state_dict(state["estimator"])
-        self.limits = [BatchLimit.from_list(values) for values in state["limits"]]
+        limits = [BatchLimit.from_list(values) for values in state["limits"]]
+        # A plan change from the adaptive schedule to the guard (or back) keeps the estimate
+        # but not the other policy's decisions: a stale floor would hold the batch up forever.
+        self.limits = [limit for limit in limits
+                       if getattr(limit, self.foreign_side) is None]

@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Optional
+import math
+import sys
+from typing import Any, Mapping, Optional
 
-from seesaw_ds.config import load_config_file, plan_from_ds_config
+from seesaw_ds.config import load_config_file, plan_from_ds_config, seesaw_section_of
 from seesaw_ds.errors import SeesawConfigError
-from seesaw_ds.report.table import format_plan_table
+from seesaw_ds.report.table import format_plan_table, online_note, online_phases, plan_notes
+
+_PEAK_LR_HELP = (
+    "the peak LR when the config has no optimizer section (a client optimizer passed to "
+    "seesaw_ds.initialize: its param_groups[0] lr is the peak, other groups keep their ratio "
+    "to it). With an optimizer section its params.lr is the peak; a different --peak-lr is "
+    "an error.")
 
 __all__ = ["add_parser", "run"]
 
@@ -19,12 +27,16 @@ def add_parser(subparsers) -> None:
         help="print the phase table of a DeepSpeed config with a seesaw section",
         description="Print the exact phases (tokens, batch, micro-batch, GAS, LR, steps) "
         "that a config will train, the optimizer steps vs the constant-batch baseline "
-        "and the continuous-limit bound.",
+        "and the continuous-limit bound. The peak LR is the config's optimizer.params.lr; "
+        "with a client optimizer (no optimizer section) it is the optimizer's "
+        "param_groups[0] lr: give it as --peak-lr.",
     )
     parser.add_argument("config", help="DeepSpeed JSON (or YAML) config with a seesaw section")
     parser.add_argument("--dp-size", type=int, default=None,
                         help="data-parallel ranks (default: train_batch_size / (micro x GAS) "
                         "when all three are in the config, else 1)")
+    parser.add_argument("--peak-lr", type=float, default=None, metavar="LR",
+                        help=_PEAK_LR_HELP)
     parser.add_argument("--plot", metavar="FILE.png", help="also draw LR, batch and "
                         "lr*sqrt(B) against tokens")
     parser.add_argument("--throughput", metavar="TP.json",
@@ -59,6 +71,23 @@ def _default_dp_size(config: dict) -> int:
     return 1
 
 
+def _peak_lr(config: Mapping[str, Any], peak_lr: Optional[float]) -> Optional[float]:
+    """``--peak-lr`` checked against the config (None: the config's optimizer lr)."""
+    if peak_lr is None:
+        return None
+    if not math.isfinite(peak_lr) or peak_lr <= 0:
+        raise SeesawConfigError(f"--peak-lr = {peak_lr!r} must be a positive finite number.")
+    optimizer = config.get("optimizer")
+    params = optimizer.get("params") if isinstance(optimizer, Mapping) else None
+    configured = params.get("lr") if isinstance(params, Mapping) else None
+    if configured is not None and configured != peak_lr:
+        raise SeesawConfigError(
+            f"--peak-lr = {peak_lr!r} but the config's optimizer.params.lr = {configured!r} "
+            "is the peak LR: drop --peak-lr (it is for a client optimizer, with no optimizer "
+            "section) or change the config.")
+    return peak_lr
+
+
 def _run_wallclock(args: argparse.Namespace, config: dict) -> int:
     from seesaw_ds.layout import load_throughput, project_wallclock
     from seesaw_ds.report.projection import format_wallclock_table
@@ -69,7 +98,7 @@ def _run_wallclock(args: argparse.Namespace, config: dict) -> int:
         raise SeesawConfigError(
             "--throughput chooses the layout itself: drop --dp-size, --plot and --megatron.")
     throughput = load_throughput(args.throughput)
-    plan = plan_from_ds_config(config, 1)
+    plan = plan_from_ds_config(config, 1, peak_lr=_peak_lr(config, args.peak_lr))
     if args.max_ranks is None and (args.gpus_per_node is not None or args.relaunch_seconds):
         raise SeesawConfigError("--gpus-per-node and --relaunch-seconds shape a chain of jobs: "
                                 "add --max-ranks M.")
@@ -92,13 +121,25 @@ def run(args: argparse.Namespace) -> int:
     if dp_size is not None and dp_size < 1:
         raise SeesawConfigError(f"--dp-size = {dp_size} must be >= 1.")
     dp_size = dp_size or _default_dp_size(config)
-    plan = plan_from_ds_config(config, dp_size)  # checks the batch triple (or a chain stage)
+    peak_lr = _peak_lr(config, args.peak_lr)
+    section = seesaw_section_of(config)
+    # checks the batch triple (or a chain stage)
+    plan = plan_from_ds_config(config, dp_size, peak_lr=peak_lr, section=section)
+    guard = section.cbs_guard
     if args.json:
-        print(json.dumps(plan.summary(), indent=2))
+        summary = plan.summary()
+        summary["online_phases"] = online_phases(plan, guard)
+        summary["notes"] = plan_notes(plan, guard)
+        print(json.dumps(summary, indent=2))
     elif args.megatron:
         print(plan.megatron_step_schedule())
+        online = online_note(plan, guard)
+        if online:  # stdout stays the bare string for $(seesaw-ds plan --megatron)
+            print("seesaw-ds plan: note: this string is the offline plan; Megatron's "
+                  "--step-batch-size-schedule is fixed, so it cannot follow the online "
+                  f"decisions of this config. {online}", file=sys.stderr)
     else:
-        print(format_plan_table(plan))
+        print(format_plan_table(plan, guard))
     if args.plot:
         from seesaw_ds.report.plot import plot_plan
 

@@ -2,7 +2,10 @@
 
 The batch triple follows DeepSpeed's rules: ``train_batch_size`` =
 ``train_micro_batch_size_per_gpu`` x ``gradient_accumulation_steps`` x data-parallel size,
-any two of them determine the third. The peak LR is ``optimizer.params.lr``.
+any two of them determine the third. The peak LR is ``optimizer.params.lr``; with a client
+optimizer (an optimizer object passed to ``seesaw_ds.initialize``, no ``optimizer`` section)
+it is that optimizer's ``param_groups[0]["lr"]`` (other groups keep their ratio to it), which
+``seesaw-ds plan`` takes as ``--peak-lr``.
 """
 
 from __future__ import annotations
@@ -143,7 +146,9 @@ def peak_lr_of(config: Mapping[str, Any], fallback: Optional[float] = None) -> f
     if lr is None:
         raise SeesawConfigError(
             "optimizer.params.lr is missing: the peak LR of the plan is the optimizer's lr "
-            "(add an \"optimizer\": {\"type\": \"AdamW\", \"params\": {\"lr\": ...}} section)."
+            "(add an \"optimizer\": {\"type\": \"AdamW\", \"params\": {\"lr\": ...}} section; "
+            "with a client optimizer its param_groups[0] lr is the peak: seesaw-ds plan "
+            "--peak-lr LR)."
         )
     if (
         isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr)

@@ -205,6 +205,11 @@ def parse_seesaw_section(section: Any) -> SeesawSection:
             f"seesaw.growth_policy = {growth_policy!r} is unknown: use one of "
             f"{list(GROWTH_POLICIES)}."
         )
+    if growth_policy == "micro_batch_first" and section.get("max_micro_batch") is None:
+        raise SeesawConfigError(
+            "seesaw.growth_policy = 'micro_batch_first' needs seesaw.max_micro_batch (the "
+            "largest micro-batch per GPU that fits in memory): add it, or use growth_policy "
+            "'accumulation'.")
     lr_schedule = section.get("lr_schedule", {"type": "constant"})
     parsed = SeesawSection(
         total_tokens=total_tokens,
