@@ -71,7 +71,7 @@ def plan_notes(plan: Plan, guard: Optional[object] = None) -> List[str]:
     if last["short"]:
         phase = plan.phases[last["phase"]]
         notes.append(
-            f"last step: the {format_tokens(plan.total_tokens - last['start_tokens'])} tokens "
+            f"last step (phase {last['phase']}): the {format_tokens(plan.total_tokens - last['start_tokens'])} tokens "
             f"left take batch {last['global_batch']} (rounded up to the batch multiple), not "
             f"{phase.global_batch}, at lr x sqrt({last['global_batch']}/{phase.global_batch}) "
             f"= {last['lr']:.3e}.")

@@ -166,3 +166,45 @@ def test_plan_command_shows_the_stages_and_the_phases_another_job_runs(tmp_path)
     assert "batch-multiple stages: x10 from 1.50B, x24 from 2.50B" in result.stdout
     first_row = result.stdout.splitlines()[2].split()
     assert first_row[4:6] == ["-", "-"]  # batch 128 at dp 10: another job's phase
+
+
+def test_a_stage_inside_the_constant_phase_never_lifts_the_lr_above_the_peak():
+    # issue 19, item 9: B0 = 8 rounded up to 12 by a stage in the constant-LR phase asked
+    # for peak x sqrt(12/8) = 1.22 x peak for every step until the first milestone
+    base = CosineLR(total_tokens=2e6, warmup_tokens=2e5, warmup_start_factor=0.1,
+                    final_factor=0.1)
+    stages = [{"from_tokens": 3e5, "multiple": 12}]
+    staged = Plan(base, SeesawBatch(batch_growth=1.5), PEAK, 8, 64, batch_multiple=4,
+                  multiple_stages=stages)
+    settings = [setting for _, _, setting in staged.iter_steps()]
+    assert max(setting.lr for setting in settings) == pytest.approx(PEAK, rel=1e-12)
+    capped = staged.stage_lr_caps()
+    assert capped and capped[0][1] == pytest.approx(math.sqrt(12 / 8))
+    index = capped[0][0]
+    assert staged.phases[index].global_batch == 12
+    assert staged.phases[index].start_tokens == 3e5
+    # where the cap does not bind, lr / sqrt(B) is the unstaged plan's
+    plain = Plan(base, SeesawBatch(batch_growth=1.5), PEAK, 8, 64, batch_multiple=4)
+    late = [(start, setting) for _, start, setting in staged.iter_steps()
+            if setting.lr < PEAK * 0.9 and start < staged.last_step()["start_tokens"]]
+    assert late
+    for start, setting in late:
+        reference = plain.at_tokens(start)
+        assert _temperature(setting) == pytest.approx(_temperature(reference), rel=1e-9)
+    summary = staged.summary()
+    assert summary["stage_lr_caps"] == [{"phase": index,
+                                         "uncapped_lr_factor": capped[0][1]}]
+    assert summary["phases"][index]["lr_ceiling"] == 1.0
+
+
+def test_the_table_says_where_a_stage_caps_the_lr():
+    from seesaw_ds.report.table import format_plan_table
+
+    base = CosineLR(total_tokens=2e6, warmup_tokens=2e5, warmup_start_factor=0.1,
+                    final_factor=0.1)
+    staged = Plan(base, SeesawBatch(batch_growth=1.5), PEAK, 8, 64, batch_multiple=4,
+                  multiple_stages=[{"from_tokens": 3e5, "multiple": 12}])
+    index = staged.stage_lr_caps()[0][0]
+    assert (f"phase {index}: the batch-multiple stage rounds the batch up to 12; keeping "
+            "lr / sqrt(B) would lift the LR to 1.22 x peak, so it is capped at the peak"
+            ) in format_plan_table(staged)
