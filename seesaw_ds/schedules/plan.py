@@ -64,7 +64,10 @@ class Plan:
         min_lr: LR floor. It is applied to the base schedule (``floor_factor = min_lr /
             peak_lr``) before the batch schedule sees it, so Seesaw stops growing where the
             floored base stops falling, and it clamps every step's LR.
-        growth_policy / max_micro_batch: see :func:`layout_batch`.
+        growth_policy / max_micro_batch: ``accumulation`` keeps ``micro_batch`` in every
+            phase; ``micro_batch_first`` (which needs ``max_micro_batch``) keeps a steady
+            micro-batch that never shrinks, see :mod:`seesaw_ds.schedules.micro_batches`;
+            ``micro_batch_reasons`` says why wherever it is not ``micro_batch``.
         batch_limits: online decisions (:class:`BatchLimit`) applied on top of the batch
             schedule; ``lr_ceiling`` bounds the LR where a limit raises the batch.
 
@@ -72,7 +75,8 @@ class Plan:
         Every schedule trains the same budget: the step that would pass ``total_tokens``
         takes only the remaining samples, rounded up to ``batch_multiple`` (so a run ends
         within one batch multiple of sequences past the budget), with its LR scaled by
-        ``sqrt(last_batch / batch)`` to keep ``lr / sqrt(B)`` on the plan's path.
+        ``sqrt(last_batch / batch)`` to keep ``lr / sqrt(B)`` on the plan's path
+        (:meth:`last_step` describes it as it trains).
     """
 
     def __init__(
@@ -129,6 +133,8 @@ class Plan:
         raw = apply_batch_limits(raw, self.batch_limits, self.initial_batch, lr_ceiling)
         raw = restage_phases(raw, self.multiple_stages, isinstance(batch_schedule, SeesawBatch),
                              getattr(batch_schedule, "max_batch", None))
+        #: ``(phase index, why)`` for every micro-batch other than the configured one
+        self.micro_batch_reasons: List[Tuple[int, str]] = []
         self.phases: Tuple[Phase, ...] = self._lay_out(raw)
         self._starts = [phase.start_tokens for phase in self.phases]
 
@@ -173,7 +179,6 @@ class Plan:
                 self.dp_size)
         else:
             micros = [None if batch is None else self.micro_batch for batch in per_rank]
-            self.micro_batch_reasons = []
         return tuple(
             phase if micro is None else
             dataclasses.replace(phase, micro_batch=micro, grad_accum=batch // micro)

@@ -313,3 +313,38 @@ def test_stages_round_each_batch_to_its_stage_and_keep_the_temperature(drawn):
     assert trained == staged.trained_tokens
     last_multiple = [m for t, m in multiples if t <= steps[-1][1]][-1]
     assert staged.total_tokens <= trained < staged.total_tokens + last_multiple * SEQ
+
+
+@SETTINGS
+@given(sections(), st.sampled_from([(1, 1), (1, 4), (2, 2), (4, 1)]),
+       st.sampled_from([2, 8, 16, 64]))
+def test_micro_batch_first_never_shrinks_the_micro_batch_and_explains_each_change(
+        drawn, layout, max_micro):
+    """Every step's micro-batch divides its per-rank batch, is a multiple of the configured
+    one and at most max_micro_batch; over the run it never shrinks (the short last step
+    aside, which never takes a larger one), and each change has a reason."""
+    section, initial = drawn
+    dp, micro = layout
+    multiple = section["batch_multiple"]
+    if multiple % (dp * micro) or max_micro < micro:
+        return
+    section = dict(section, growth_policy="micro_batch_first", max_micro_batch=max_micro)
+    try:
+        plan = parse_seesaw_section(section).build_plan(PEAK, initial, micro, dp)
+    except SeesawConfigError:
+        return
+    steps = _steps(plan)
+    reasons = dict(plan.micro_batch_reasons)
+    previous = micro
+    for index, (_, _, setting) in enumerate(steps):
+        per_rank = setting.global_batch // dp
+        assert per_rank % setting.micro_batch == 0 and setting.micro_batch % micro == 0
+        assert setting.micro_batch <= max_micro
+        assert setting.micro_batch * setting.grad_accum == per_rank
+        if index == len(steps) - 1:
+            assert setting.micro_batch <= plan.phases[setting.phase_index].micro_batch
+            break
+        if setting.micro_batch != previous:
+            assert setting.micro_batch > previous or index == 0
+            assert setting.phase_index in reasons
+        previous = setting.micro_batch
