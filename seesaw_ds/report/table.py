@@ -30,10 +30,11 @@ def online_phases(plan: Plan, guard: Optional[object] = None) -> List[int]:
     if isinstance(plan.batch_schedule, AdaptiveBatch):
         top = plan.batch_schedule.largest_batch(plan.initial_batch)
         return [i for i, phase in enumerate(plan.phases) if phase.global_batch < top]
-    if guard is not None and getattr(guard, "enabled", False):
+    if guard is not None and getattr(guard, "enabled", False) \
+            and getattr(guard, "action", "hold") == "hold":
         return [i for i, phase in enumerate(plan.phases)
                 if phase.global_batch > plan.initial_batch]
-    return []
+    return []  # no policy, or a guard that only reports ('warn')
 
 
 def online_note(plan: Plan, guard: Optional[object] = None) -> Optional[str]:
@@ -49,8 +50,8 @@ def online_note(plan: Plan, guard: Optional[object] = None) -> Optional[str]:
     if guard is not None and getattr(guard, "enabled", False):
         action = getattr(guard, "action", "hold")
         if action == "warn":
-            return ("cbs_guard (action 'warn', * rows): the batch grows as shown; during "
-                    "training a growth past safety_factor x B_simple is only reported.")
+            return ("cbs_guard (action 'warn'): the batch grows as shown; during training a "
+                    "growth past safety_factor x B_simple is only reported.")
         return (
             f"cbs_guard (* rows): decided online, saved in checkpoints: each growth shown is "
             f"taken only while it stays <= {getattr(guard, 'safety_factor', 1.0):g} x B_simple;"

@@ -91,6 +91,10 @@ def test_guard_and_adaptive_tables_mark_what_is_decided_online(tmp_path, capsys)
     assert "cbs_guard" in err
     code, out, _ = _run(tmp_path, capsys, guard, "--json")
     assert json.loads(out)["online_phases"] == [1, 2, 3]  # 3: the last step's phase
+    warn = dict(guard, seesaw=dict(guard["seesaw"], cbs_guard={"enabled": True,
+                                                               "action": "warn"}))
+    code, out, _ = _run(tmp_path, capsys, warn)
+    assert "*" not in out and "cbs_guard (action 'warn'): the batch grows as shown" in out
     adaptive = dict(guard, seesaw=dict(guard["seesaw"], batch_schedule="adaptive",
                                        cbs_guard={}, max_batch=256))
     code, out, err = _run(tmp_path, capsys, adaptive)
