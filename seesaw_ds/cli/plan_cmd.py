@@ -137,7 +137,8 @@ def run(args: argparse.Namespace) -> int:
         if online:  # stdout stays the bare string for $(seesaw-ds plan --megatron)
             print("seesaw-ds plan: note: this string is the offline plan; Megatron's "
                   "--step-batch-size-schedule is fixed, so it cannot follow the online "
-                  f"decisions of this config. {online}", file=sys.stderr)
+                  f"decisions of this config. {online.replace(' (* rows)', '')}",
+                  file=sys.stderr)
     else:
         print(format_plan_table(plan, guard))
     if args.plot:
