@@ -102,6 +102,7 @@ class SeesawEngineHook:
         self.logger = logger or SeesawStepLogger(engine, _steps_per_print(engine))
         self.loader = None  # the attached data reader whose position checkpoints keep
         self.contract = DataContract(self, sample_count, past_end)
+        self.resumed_loader_state: Optional[dict] = None  # set by load_checkpoint
         self.checkpoint_sidecars: Dict[str, Callable[[], Any]] = {}  # see save_checkpoint
         self.micro_in_window = 0
         self.hook_seconds = 0.0  # wall time spent in this hook outside DeepSpeed's step
@@ -270,12 +271,11 @@ class SeesawEngineHook:
         """
         from seesaw_ds.deepspeed_adapter.sampler import SeesawDataLoader
 
-        self.loader = SeesawDataLoader(
+        return self._attach(SeesawDataLoader(
             dataset, self.plan, self.dp_rank, self.plan.dp_size, self.data_seed,
             collate_fn=collate_fn, shuffle=shuffle, num_workers=num_workers,
             pin_memory=pin_memory, state=self.state,
-        )
-        return self.loader
+        ))
 
     def batch_sampler(self, dataset: Any = None, shuffle: bool = True):
         """A ``batch_sampler`` for your own ``torch.utils.data.DataLoader`` over ``dataset``.
@@ -297,9 +297,9 @@ class SeesawEngineHook:
                     "engine.seesaw.batch_sampler() needs the dataset: pass it, or give "
                     "training_data= to seesaw_ds.initialize."
                 )
-        self.loader = PlanBatchSampler(dataset, self.plan, self.dp_rank, self.plan.dp_size,
-                                       self.data_seed, shuffle=shuffle, clock=self)
-        return self.loader
+        return self._attach(PlanBatchSampler(dataset, self.plan, self.dp_rank,
+                                             self.plan.dp_size, self.data_seed,
+                                             shuffle=shuffle, clock=self))
 
     def iterable_loader(
         self,
@@ -316,10 +316,16 @@ class SeesawEngineHook:
         """
         from seesaw_ds.deepspeed_adapter.iterable import PlanIterableLoader
 
-        self.loader = PlanIterableLoader(iterable, self.plan, self.dp_rank, self.plan.dp_size,
-                                         collate_fn=collate_fn, stream=stream, clock=self,
-                                         skip=skip)
-        return self.loader
+        return self._attach(PlanIterableLoader(iterable, self.plan, self.dp_rank,
+                                               self.plan.dp_size, collate_fn=collate_fn,
+                                               stream=stream, clock=self, skip=skip))
+
+    def _attach(self, reader: Any) -> Any:
+        """Make ``reader`` the attached one; after a resume, check it reads the saved data."""
+        if self.resumed_loader_state:
+            reader.check_state_dict(self.resumed_loader_state)
+        self.loader = reader
+        return reader
 
     def __repr__(self) -> str:
         return (
