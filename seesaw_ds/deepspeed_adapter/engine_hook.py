@@ -108,9 +108,10 @@ class SeesawEngineHook:
         self.hook_seconds = 0.0  # wall time spent in this hook outside DeepSpeed's step
         self.hook_cpu_seconds = 0.0  # the same as this thread's CPU time
         self._deepspeed_step: Callable = engine.step
-        self._deepspeed_forward: Callable = engine.forward
+        self._deepspeed_forward: Optional[Callable] = getattr(engine, "forward", None)
         engine.step = self._step
-        engine.forward = self._forward
+        if self._deepspeed_forward is not None:
+            engine.forward = self._forward
         engine.save_checkpoint = self._save_checkpoint
         engine.load_checkpoint = self._load_checkpoint
         self.sync()
