@@ -62,8 +62,6 @@ class PlanBatchSampler:
             (standalone) starts at :meth:`set_position`'s position and does not move it.
     """
 
-    kind = "indexed"
-
     def __init__(
         self,
         dataset: Any,
