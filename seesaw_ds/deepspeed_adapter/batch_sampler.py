@@ -23,7 +23,7 @@ Limitations:
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Tuple
 
 from seesaw_ds.deepspeed_adapter.sampler import (GlobalSampleOrder, check_order_state,
                                                  order_state)

@@ -171,7 +171,7 @@ class PlanIterableLoader:
                     f"{target}: resume with the data the run was trained on."
                 )
 
-    def _draw(self, count: int, step: int, micro: int, accum: int) -> List[Any]:
+    def _draw(self, count: int, where: str) -> List[Any]:
         items = list(itertools.islice(self._iterator, count))
         self._drawn += len(items)
         if len(items) < count:
@@ -180,9 +180,8 @@ class PlanIterableLoader:
                 plan.trained_samples // self.dp_size)
             raise SeesawConfigError(
                 f"seesaw: the iterable training data ran out on rank {self.dp_rank} after "
-                f"{self._drawn} samples, at optimizer step {step} (micro-batch {micro + 1} "
-                f"of {accum}); the plan needs {per_rank} on this rank: make the stream "
-                "longer or repeat it (loop over epochs in __iter__)."
+                f"{self._drawn} samples, at {where}; the plan needs {per_rank} on this rank: "
+                "make the stream longer or repeat it (loop over epochs in __iter__)."
             )
         return items
 
@@ -190,20 +189,19 @@ class PlanIterableLoader:
         collate = self.collate_fn
         if collate is None:
             from torch.utils.data import default_collate as collate
-        start, micro = self.position
         self._seek(self.samples_to_skip())
         dp, rank = self.dp_size, self.dp_rank
-        step = self.clock.state.step if self.clock is not None else None
-        for start, first, setting in plan_windows(lambda: self.plan, start, micro):
+        for start, first, setting in plan_windows(lambda: self.plan, *self.position):
             self._check_in_step(start)
             m = setting.micro_batch
+            step = (f"optimizer step {self.clock.state.step}" if self.clock is not None
+                    else f"the step from sample {start}")
             for micro in range(first, setting.grad_accum):
-                now = self.clock.state.step if self.clock is not None else step
+                where = f"{step} (micro-batch {micro + 1} of {setting.grad_accum})"
                 if self.stream == "global":
-                    items = self._draw(m * dp, now, micro, setting.grad_accum)
-                    items = items[rank * m:(rank + 1) * m]
+                    items = self._draw(m * dp, where)[rank * m:(rank + 1) * m]
                 else:
-                    items = self._draw(m, now, micro, setting.grad_accum)
+                    items = self._draw(m, where)
                 if self.clock is None:
                     self._advance(start, micro + 1, setting)
                 yield collate(items)

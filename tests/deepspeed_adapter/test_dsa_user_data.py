@@ -105,9 +105,10 @@ def test_iterable_rank_stream_draws_the_plan_sizes_and_resumes_by_skipping():
 def test_iterable_that_runs_out_is_refused_naming_the_step():
     plan = PLANS["seesaw"]()
     samples = [{"id": torch.tensor(i)} for i in range(9)]  # per-rank micro-batch 2
+    needs = plan.trained_samples // DP
     with pytest.raises(SeesawConfigError,
-                       match=r"ran out on rank 0 after 9 samples, at optimizer step None "
-                             r"\(micro-batch 1 of 2\); the plan needs \d+ on this rank"):
+                       match=r"ran out on rank 0 after 9 samples, at the step from sample 16 "
+                             rf"\(micro-batch 1 of 2\); the plan needs {needs} on this rank"):
         list(PlanIterableLoader(samples, plan, 0, DP))
 
 
