@@ -27,6 +27,7 @@ from typing import Any, Callable, Dict, Optional, Tuple, Union
 from seesaw_ds.config import load_config_file
 from seesaw_ds.deepspeed_adapter.data_contract import PAST_END_MODES, first_micro_batch_change
 from seesaw_ds.deepspeed_adapter.engine_hook import SeesawEngineHook
+from seesaw_ds.deepspeed_adapter.iterable import STREAMS
 from seesaw_ds.deepspeed_adapter.scheduler import SeesawLRScheduler
 from seesaw_ds.deepspeed_adapter.state import SeesawState
 from seesaw_ds.deepspeed_adapter.validation import ValidatedConfig, validate_ds_config
@@ -135,6 +136,13 @@ def _is_iterable_data(training_data: Any) -> bool:
 
 def _check_training_data(training_data: Any) -> None:
     """Map-style and non-empty, or iterable; checked before DeepSpeed builds anything."""
+    from torch.utils.data import DataLoader
+
+    if isinstance(training_data, DataLoader) and training_data.batch_sampler is not None:
+        raise SeesawConfigError(
+            "training_data is a DataLoader that yields batches: pass its dataset (Seesaw "
+            "batches it), or a DataLoader with batch_size=None that yields single samples."
+        )
     if training_data is None or _is_iterable_data(training_data):
         return
     if not (hasattr(training_data, "__len__") and hasattr(training_data, "__getitem__")):
@@ -178,6 +186,24 @@ def _check_local_rank(args: Any) -> None:
                 f"args.local_rank = {local_rank} but LOCAL_RANK = {env_rank}: default "
                 "--local_rank to int(os.environ['LOCAL_RANK']) (or -1) in your argument parser."
             )
+
+
+def _check_data_options(sample_count: Any, past_end: str, iterable_stream: str) -> None:
+    if past_end not in PAST_END_MODES:
+        raise SeesawConfigError(
+            f"past_end = {past_end!r} is unknown: use 'error' (stop at the plan's end) or "
+            "'warn' (train on at the last setting)."
+        )
+    if not (sample_count is None or sample_count is False or callable(sample_count)):
+        raise SeesawConfigError(
+            f"sample_count = {sample_count!r} must be a callable (args, kwargs) -> int, or "
+            "False to turn the sample-count check off."
+        )
+    if iterable_stream not in STREAMS:
+        raise SeesawConfigError(
+            f"iterable_stream = {iterable_stream!r} is unknown: use 'rank' (the iterable "
+            "yields this rank's samples) or 'global' (every rank reads the same stream)."
+        )
 
 
 def _check_own_loader_micro_batch(plan: Any, training_data: Any) -> None:
@@ -265,11 +291,7 @@ def initialize(
     _check_local_rank(args)
     _check_mesh(mesh_param)
     _check_training_data(training_data)
-    if past_end not in PAST_END_MODES:
-        raise SeesawConfigError(
-            f"past_end = {past_end!r} is unknown: use 'error' (stop at the plan's end) or "
-            "'warn' (train on at the last setting)."
-        )
+    _check_data_options(sample_count, past_end, iterable_stream)
     source = _config_source(args, config, config_params)
     dp_size = data_parallel_size(mpu)
     device = _device_name()
