@@ -3,7 +3,8 @@
 One ``user_loop_worker.py`` job runs every case (a tiny LM and token datasets written in
 the worker, not the package's GPT or loader): our loader; the public batch sampler in the
 user's ``DataLoader`` (workers, own collate, kwargs forward, ZeRO 2) stopped, saved and
-resumed; an iterable dataset stopped, saved and resumed by skipping; a plain
+resumed; an iterable dataset stopped, saved and resumed by skipping, and one read as a
+global stream (the same batches as our loader); a plain
 ``DistributedSampler`` loader whose epoch ends in a short micro-batch (refused at that
 step); ``micro_batch_first`` through the sampler, and refused at ``initialize`` without
 ``training_data``; a loop that runs past the plan's end (refused, or warned on request).
@@ -42,6 +43,7 @@ def job(tmp_path_factory):
         {"name": "iterable", "config": BASE, "data": "iterable", "stop_at_step": SAVE_STEP,
          "save_dir": ckpt_i},
         {"name": "iterable_resume", "config": BASE, "data": "iterable", "resume_from": ckpt_i},
+        {"name": "iterable_global", "config": BASE, "data": "global_stream"},
         {"name": "wrong_micro", "config": BASE, "data": "distributed_sampler",
          "dataset_size": 41, "drop_last": False, "expect_error": True},
         {"name": "mbf_sampler", "config": MBF, "data": "sampler_default"},
@@ -111,6 +113,14 @@ def test_iterable_dataset_draws_the_plan_sizes_and_resumes_by_skipping(job):
     for rank in range(DP):  # this rank's shard, in order, exactly once, across the resume
         ids = [i for s in first[rank]["steps"] + resumed[rank]["steps"] for i in s["ids"]]
         assert ids == list(range(rank, plan.trained_samples, DP))
+
+
+def test_iterable_global_stream_reproduces_our_loader(job):
+    records = ranks_of(job, "iterable_global")
+    assert_follows_plan(records, BASE)
+    for rank in range(DP):
+        assert ([s["ids"] for s in records[rank]["steps"]]
+                == [s["ids"] for s in job.case("ours", rank)["steps"]])
 
 
 def test_a_loader_giving_the_wrong_micro_batch_is_refused_at_that_step(job):

@@ -5,7 +5,7 @@ written here, fed through the data paths a DeepSpeed user takes. ``--spec spec.j
 the cases one after another in one process group; each case is::
 
     {"name": str, "config": ds_config, "data": "ours" | "sampler" | "sampler_default" |
-     "iterable" | "distributed_sampler" | "none", "call": "positional" | "kwargs",
+     "iterable" | "global_stream" | "distributed_sampler", "call": "positional" | "kwargs",
      "stop_at_step": k?, "save_dir": dir?, "resume_from": dir?, "past_end": str?,
      "extra_steps": n?, "dataset_size": n?, "expect_error": bool?}
 
@@ -74,6 +74,21 @@ class RankStream(torch.utils.data.IterableDataset):
             index += dist.get_world_size()
 
 
+class GlobalStream(torch.utils.data.IterableDataset):
+    """The whole run's samples in Seesaw's global order, the same on every rank."""
+
+    def __init__(self, data_seed: int) -> None:
+        from seesaw_ds.deepspeed_adapter import GlobalSampleOrder
+
+        self.order = GlobalSampleOrder(N_SAMPLES, data_seed)
+
+    def __iter__(self):
+        index = 0
+        while True:
+            yield sample(self.order[index])
+            index += 1
+
+
 def user_collate(items):
     return {"tokens": torch.stack([i["tokens"] for i in items]),
             "ids": torch.stack([i["ids"] for i in items])}
@@ -83,11 +98,14 @@ def build(case: dict, local_rank: int):
     data = case.get("data", "ours")
     dataset = TokenData(case.get("dataset_size", N_SAMPLES))
     training_data = {"ours": dataset, "sampler_default": dataset,
-                     "iterable": RankStream()}.get(data)
+                     "iterable": RankStream(),
+                     "global_stream": GlobalStream(case["config"]["seesaw"]["data_seed"]),
+                     }.get(data)
     engine, _, loader, _ = seesaw_ds.initialize(
         args=argparse.Namespace(local_rank=local_rank), model=TinyLM(),
         config=case["config"], training_data=training_data,
         past_end=case.get("past_end", "error"),
+        iterable_stream="global" if data == "global_stream" else "rank",
     )
     hook = engine.seesaw
     if case.get("resume_from"):
