@@ -25,7 +25,8 @@ from typing import Any, Callable, Dict, Optional, Tuple
 from seesaw_ds.errors import SeesawConfigError
 from seesaw_ds.schedules import Plan
 
-__all__ = ["DataContract", "PAST_END_MODES", "first_micro_batch_change", "samples_in_call"]
+__all__ = ["DataContract", "PAST_END_MODES", "check_contract_options",
+           "first_micro_batch_change", "samples_in_call"]
 
 PAST_END_MODES = ("error", "warn")
 _log = logging.getLogger("seesaw_ds")
@@ -77,6 +78,20 @@ def first_micro_batch_change(plan: Plan) -> Optional[Tuple[int, int]]:
     return None
 
 
+def check_contract_options(sample_count: Any, past_end: str) -> None:
+    """Raise one line for an unknown ``past_end`` or a ``sample_count`` that is not usable."""
+    if past_end not in PAST_END_MODES:
+        raise SeesawConfigError(
+            f"past_end = {past_end!r} is unknown: use 'error' (stop at the plan's end) or "
+            "'warn' (train on at the last setting)."
+        )
+    if not (sample_count is None or sample_count is False or callable(sample_count)):
+        raise SeesawConfigError(
+            f"sample_count = {sample_count!r} must be a callable (args, kwargs) -> int, or "
+            "False to turn the sample-count check off."
+        )
+
+
 class DataContract:
     """Checks each training forward and step of one engine against its clock.
 
@@ -90,16 +105,7 @@ class DataContract:
     """
 
     def __init__(self, hook: Any, sample_count: Any = None, past_end: str = "error") -> None:
-        if past_end not in PAST_END_MODES:
-            raise SeesawConfigError(
-                f"past_end = {past_end!r} is unknown: use 'error' (stop at the plan's end) "
-                "or 'warn' (train on at the last setting)."
-            )
-        if not (sample_count is None or sample_count is False or callable(sample_count)):
-            raise SeesawConfigError(
-                f"sample_count = {sample_count!r} must be a callable (args, kwargs) -> int, "
-                "or False to turn the sample-count check off."
-            )
+        check_contract_options(sample_count, past_end)
         self.hook = hook
         self.count: Optional[SampleCount] = (
             None if sample_count is False else (sample_count or samples_in_call))

@@ -25,7 +25,8 @@ import os
 from typing import Any, Callable, Dict, Optional, Tuple, Union
 
 from seesaw_ds.config import load_config_file
-from seesaw_ds.deepspeed_adapter.data_contract import PAST_END_MODES, first_micro_batch_change
+from seesaw_ds.deepspeed_adapter.data_contract import (check_contract_options,
+                                                       first_micro_batch_change)
 from seesaw_ds.deepspeed_adapter.engine_hook import SeesawEngineHook
 from seesaw_ds.deepspeed_adapter.iterable import STREAMS
 from seesaw_ds.deepspeed_adapter.scheduler import SeesawLRScheduler
@@ -189,16 +190,7 @@ def _check_local_rank(args: Any) -> None:
 
 
 def _check_data_options(sample_count: Any, past_end: str, iterable_stream: str) -> None:
-    if past_end not in PAST_END_MODES:
-        raise SeesawConfigError(
-            f"past_end = {past_end!r} is unknown: use 'error' (stop at the plan's end) or "
-            "'warn' (train on at the last setting)."
-        )
-    if not (sample_count is None or sample_count is False or callable(sample_count)):
-        raise SeesawConfigError(
-            f"sample_count = {sample_count!r} must be a callable (args, kwargs) -> int, or "
-            "False to turn the sample-count check off."
-        )
+    check_contract_options(sample_count, past_end)
     if iterable_stream not in STREAMS:
         raise SeesawConfigError(
             f"iterable_stream = {iterable_stream!r} is unknown: use 'rank' (the iterable "
