@@ -371,6 +371,8 @@ def load_checkpoint(
     if allow_plan_change:
         _log.warning("seesaw: continuing checkpoint %s from %d tokens on the new plan "
                      "(allow_plan_change)", tag, hook.state.consumed_tokens)
+    # a reader attached after the load (engine.seesaw.batch_sampler) checks the saved order
+    hook.resumed_loader_state = None if allow_plan_change else payload.get("loader")
     if hook.loader is not None and payload.get("loader"):
         if allow_plan_change:
             hook.loader.set_position(payload["loader"]["consumed_samples"])

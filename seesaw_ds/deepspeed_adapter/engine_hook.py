@@ -16,6 +16,10 @@ one short window (and wrong weights). The hook owns the boundary instead:
 So the window of optimizer step ``k`` is exactly ``plan.at_tokens(T_k).grad_accum``
 micro-batches, its loss is scaled by that GAS, ``global_samples`` grows by its batch, and
 the LR it uses is read from the same lookup.
+
+It also wraps ``engine.forward`` to hold the user's data path to the plan
+(:class:`~seesaw_ds.deepspeed_adapter.data_contract.DataContract`): every training forward
+must carry the plan's micro-batch, and nothing trains past the plan's end.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from __future__ import annotations
 import time
 from typing import Any, Callable, Dict, Optional
 
+from seesaw_ds.deepspeed_adapter.data_contract import DataContract
 from seesaw_ds.deepspeed_adapter.logging_ import SeesawStepLogger, StepRecord
 from seesaw_ds.deepspeed_adapter.scheduler import SeesawLRScheduler
 from seesaw_ds.deepspeed_adapter.state import SeesawState
@@ -44,6 +49,10 @@ class SeesawEngineHook:
         logger: per-step logging (default: monitor + stdout every ``steps_per_print``).
         section: the parsed ``seesaw`` section; checkpoints save the run's fingerprint from
             it, and a resume with other values is refused naming the field.
+        sample_count / past_end: the data contract's options (see
+            :class:`~seesaw_ds.deepspeed_adapter.data_contract.DataContract`): how a
+            forward's samples are counted (False: not checked), and ``"error"`` or
+            ``"warn"`` for a forward or step after the plan's end.
 
     Use exactly one ``engine.step()`` after every ``engine.backward()``, as with plain
     DeepSpeed. ``engine.save_checkpoint`` / ``engine.load_checkpoint`` keep their DeepSpeed
@@ -52,8 +61,11 @@ class SeesawEngineHook:
     (next step's LR and batch), ``consumed_tokens``, ``consumed_samples``, ``step``,
     ``at_boundary`` and ``finished``.
 
+    Every training forward (train mode, gradients on) is checked against the plan's
+    micro-batch, and a forward or step after the plan's end raises (one line each).
+
     Limitations:
-        Data parallelism with ZeRO 0-3 only (no pipeline engine). ``step``,
+        Data parallelism with ZeRO 0-3 only (no pipeline engine). ``forward``, ``step``,
         ``save_checkpoint`` and ``load_checkpoint`` are instance attributes while attached;
         :meth:`detach` restores DeepSpeed's.
     """
@@ -67,6 +79,8 @@ class SeesawEngineHook:
         data_seed: int = 1234,
         logger: Optional[SeesawStepLogger] = None,
         section: Any = None,
+        sample_count: Any = None,
+        past_end: str = "error",
     ) -> None:
         dp_size = int(getattr(engine, "dp_world_size", state.plan.dp_size))
         if dp_size != state.plan.dp_size:
@@ -86,13 +100,18 @@ class SeesawEngineHook:
         self.data_seed = int(data_seed)
         self.section = section
         self.logger = logger or SeesawStepLogger(engine, _steps_per_print(engine))
-        self.loader = None
+        self.loader = None  # the attached data reader whose position checkpoints keep
+        self.contract = DataContract(self, sample_count, past_end)
+        self.resumed_loader_state: Optional[dict] = None  # set by load_checkpoint
         self.checkpoint_sidecars: Dict[str, Callable[[], Any]] = {}  # see save_checkpoint
         self.micro_in_window = 0
         self.hook_seconds = 0.0  # wall time spent in this hook outside DeepSpeed's step
         self.hook_cpu_seconds = 0.0  # the same as this thread's CPU time
         self._deepspeed_step: Callable = engine.step
+        self._deepspeed_forward: Optional[Callable] = getattr(engine, "forward", None)
         engine.step = self._step
+        if self._deepspeed_forward is not None:
+            engine.forward = self._forward
         engine.save_checkpoint = self._save_checkpoint
         engine.load_checkpoint = self._load_checkpoint
         self.sync()
@@ -132,8 +151,14 @@ class SeesawEngineHook:
 
     # ---- the hook -------------------------------------------------------------------------
 
+    def _forward(self, *inputs: Any, **kwargs: Any) -> Any:
+        if self.engine.module.training and _grad_enabled():
+            self.contract.before_forward(inputs, kwargs)
+        return self._deepspeed_forward(*inputs, **kwargs)
+
     def _step(self, lr_kwargs: Optional[dict] = None) -> None:
         self.state.check_runnable()
+        self.contract.before_step()
         setting = self.state.setting
         closes_window = self.micro_in_window + 1 >= setting.grad_accum
         steps_before = self.state.step
@@ -207,8 +232,9 @@ class SeesawEngineHook:
         self.sync()
 
     def detach(self) -> None:
-        """Give ``step``, checkpointing and the accumulation boundary back to DeepSpeed."""
-        for name in ("step", "save_checkpoint", "load_checkpoint"):
+        """Give ``forward``, ``step``, checkpointing and the accumulation boundary back to
+        DeepSpeed."""
+        for name in ("forward", "step", "save_checkpoint", "load_checkpoint"):
             self.engine.__dict__.pop(name, None)
         self.engine.set_gradient_accumulation_boundary(None)
 
@@ -246,18 +272,73 @@ class SeesawEngineHook:
         """
         from seesaw_ds.deepspeed_adapter.sampler import SeesawDataLoader
 
-        self.loader = SeesawDataLoader(
+        return self._attach(SeesawDataLoader(
             dataset, self.plan, self.dp_rank, self.plan.dp_size, self.data_seed,
             collate_fn=collate_fn, shuffle=shuffle, num_workers=num_workers,
             pin_memory=pin_memory, state=self.state,
-        )
-        return self.loader
+        ))
+
+    def batch_sampler(self, dataset: Any = None, shuffle: bool = True):
+        """A ``batch_sampler`` for your own ``torch.utils.data.DataLoader`` over ``dataset``.
+
+        ``DataLoader(dataset, batch_sampler=engine.seesaw.batch_sampler(dataset),
+        collate_fn=..., num_workers=..., pin_memory=...)`` yields this rank's planned
+        micro-batches in the same global sample order as the loader of
+        ``seesaw_ds.initialize(training_data=...)``, and ends with the plan. ``dataset``
+        defaults to that ``training_data``. The sampler becomes the attached reader:
+        checkpoints save its position (see
+        :class:`~seesaw_ds.deepspeed_adapter.batch_sampler.PlanBatchSampler`).
+        """
+        from seesaw_ds.deepspeed_adapter.batch_sampler import PlanBatchSampler
+
+        if dataset is None:
+            dataset = getattr(self.loader, "dataset", None)
+            if dataset is None:
+                raise SeesawConfigError(
+                    "engine.seesaw.batch_sampler() needs the dataset: pass it, or give "
+                    "training_data= to seesaw_ds.initialize."
+                )
+        return self._attach(PlanBatchSampler(dataset, self.plan, self.dp_rank,
+                                             self.plan.dp_size, self.data_seed,
+                                             shuffle=shuffle, clock=self))
+
+    def iterable_loader(
+        self,
+        iterable: Any,
+        collate_fn: Optional[Callable] = None,
+        stream: str = "rank",
+        skip: bool = True,
+    ):
+        """Micro-batches of the plan's size drawn from an iterable dataset, resumably.
+
+        Attached like :meth:`make_loader` (see
+        :class:`~seesaw_ds.deepspeed_adapter.iterable.PlanIterableLoader`): checkpoints save
+        the samples drawn; a resume skips them in a fresh iterator.
+        """
+        from seesaw_ds.deepspeed_adapter.iterable import PlanIterableLoader
+
+        return self._attach(PlanIterableLoader(iterable, self.plan, self.dp_rank,
+                                               self.plan.dp_size, collate_fn=collate_fn,
+                                               stream=stream, clock=self, skip=skip))
+
+    def _attach(self, reader: Any) -> Any:
+        """Make ``reader`` the attached one; after a resume, check it reads the saved data."""
+        if self.resumed_loader_state:
+            reader.check_state_dict(self.resumed_loader_state)
+        self.loader = reader
+        return reader
 
     def __repr__(self) -> str:
         return (
             f"SeesawEngineHook(step={self.step}, consumed_tokens={self.consumed_tokens}, "
             f"micro_in_window={self.micro_in_window}, setting={self.setting})"
         )
+
+
+def _grad_enabled() -> bool:
+    import torch
+
+    return torch.is_grad_enabled()
 
 
 def _steps_per_print(engine: Any) -> Optional[int]:

@@ -8,7 +8,13 @@ lr_scheduler)``. The config (dict, path, or ``args.deepspeed_config``) must hold
 * ``engine.seesaw`` is a :class:`SeesawEngineHook` that makes each optimizer step use the
   plan's batch, GAS and micro-batch, exactly;
 * ``training_data`` (a map-style dataset) comes back as a :class:`SeesawDataLoader` in plan
-  order.
+  order; an iterable dataset as a :class:`PlanIterableLoader` drawing the plan's sizes.
+
+Without ``training_data`` the loop feeds its own batches: every training forward is checked
+against the plan's micro-batch (``engine.seesaw.batch_sampler(dataset)`` gives a
+``DataLoader`` of yours the planned ones), and a plan that changes the configured
+micro-batch (``growth_policy: micro_batch_first``) is refused here, since a ``DataLoader``
+with a fixed ``batch_size`` cannot follow it.
 """
 
 from __future__ import annotations
@@ -19,7 +25,10 @@ import os
 from typing import Any, Callable, Dict, Optional, Tuple, Union
 
 from seesaw_ds.config import load_config_file
+from seesaw_ds.deepspeed_adapter.data_contract import (check_contract_options,
+                                                       first_micro_batch_change)
 from seesaw_ds.deepspeed_adapter.engine_hook import SeesawEngineHook
+from seesaw_ds.deepspeed_adapter.iterable import STREAMS
 from seesaw_ds.deepspeed_adapter.scheduler import SeesawLRScheduler
 from seesaw_ds.deepspeed_adapter.state import SeesawState
 from seesaw_ds.deepspeed_adapter.validation import ValidatedConfig, validate_ds_config
@@ -116,15 +125,32 @@ def _check_model(model: Any) -> None:
         )
 
 
+def _is_iterable_data(training_data: Any) -> bool:
+    """An iterable dataset: torch's IterableDataset, or __iter__ without map-style access."""
+    from torch.utils.data import IterableDataset
+
+    if isinstance(training_data, IterableDataset):
+        return True
+    map_style = hasattr(training_data, "__len__") and hasattr(training_data, "__getitem__")
+    return hasattr(training_data, "__iter__") and not map_style
+
+
 def _check_training_data(training_data: Any) -> None:
-    """Map-style and non-empty, checked before DeepSpeed builds anything."""
-    if training_data is None:
+    """Map-style and non-empty, or iterable; checked before DeepSpeed builds anything."""
+    from torch.utils.data import DataLoader
+
+    if isinstance(training_data, DataLoader) and training_data.batch_sampler is not None:
+        raise SeesawConfigError(
+            "training_data is a DataLoader that yields batches: pass its dataset (Seesaw "
+            "batches it), or a DataLoader with batch_size=None that yields single samples."
+        )
+    if training_data is None or _is_iterable_data(training_data):
         return
     if not (hasattr(training_data, "__len__") and hasattr(training_data, "__getitem__")):
         raise SeesawConfigError(
             f"training_data is a {type(training_data).__name__} without __len__ and "
-            "__getitem__: the Seesaw loader addresses samples by index to keep one global "
-            "order, so pass a map-style dataset (torch.utils.data.Dataset with __len__)."
+            "__getitem__ nor __iter__: pass a map-style dataset (read by index in one global "
+            "order) or an iterable one (drawn in the plan's micro-batches)."
         )
     try:
         size = len(training_data)
@@ -163,6 +189,30 @@ def _check_local_rank(args: Any) -> None:
             )
 
 
+def _check_data_options(sample_count: Any, past_end: str, iterable_stream: str) -> None:
+    check_contract_options(sample_count, past_end)
+    if iterable_stream not in STREAMS:
+        raise SeesawConfigError(
+            f"iterable_stream = {iterable_stream!r} is unknown: use 'rank' (the iterable "
+            "yields this rank's samples) or 'global' (every rank reads the same stream)."
+        )
+
+
+def _check_own_loader_micro_batch(plan: Any, training_data: Any) -> None:
+    """Without training_data the user's loader has a fixed micro-batch: the plan must too."""
+    change = first_micro_batch_change(plan)
+    if training_data is not None or change is None:
+        return
+    step, micro = change
+    raise SeesawConfigError(
+        f"seesaw.growth_policy = {plan.growth_policy!r} changes the per-GPU micro-batch "
+        f"from train_micro_batch_size_per_gpu = {plan.micro_batch} to {micro} at optimizer "
+        f"step {step}, which a DataLoader of your own cannot follow: pass training_data= "
+        "(then feed your DataLoader with batch_sampler=engine.seesaw.batch_sampler()), or "
+        "use growth_policy 'accumulation'."
+    )
+
+
 def _data_parallel_rank(engine: Any, mpu: Any) -> int:
     if mpu is not None:
         return int(mpu.get_data_parallel_rank())
@@ -188,16 +238,27 @@ def initialize(
     *,
     shuffle: bool = True,
     dataloader_num_workers: int = 0,
+    sample_count: Any = None,
+    past_end: str = "error",
+    iterable_stream: str = "rank",
 ) -> Tuple[Any, Any, Any, SeesawLRScheduler]:
     """Drop-in for ``deepspeed.initialize`` that runs the config's Seesaw plan.
 
-    Arguments are those of ``deepspeed.initialize`` (0.19), plus keyword-only ``shuffle``
-    and ``dataloader_num_workers`` for the returned loader.
+    Arguments are those of ``deepspeed.initialize`` (0.19), plus keyword-only:
+
+    * ``shuffle`` and ``dataloader_num_workers``: the returned map-style loader;
+    * ``iterable_stream``: ``"rank"`` (an iterable ``training_data`` yields this rank's
+      samples) or ``"global"`` (every rank reads the same stream and keeps its share);
+    * ``sample_count``: a callable ``(args, kwargs) -> int`` counting a forward's samples
+      (default: dimension 0 of its first tensor), or False to skip the per-forward check;
+    * ``past_end``: ``"error"`` (default) raises at a forward or ``engine.step()`` after the
+      plan's end; ``"warn"`` logs once and trains on at the last setting.
 
     Returns:
         ``(engine, optimizer, training_dataloader, lr_scheduler)``: the DeepSpeed engine
         (with ``engine.seesaw``), its optimizer, a :class:`SeesawDataLoader` over
-        ``training_data`` (None without it) and the :class:`SeesawLRScheduler`.
+        ``training_data`` (a :class:`PlanIterableLoader` for an iterable dataset; None
+        without it) and the :class:`SeesawLRScheduler`.
 
     Raises:
         SeesawConfigError: before any engine is built, for any config mistake.
@@ -209,7 +270,9 @@ def initialize(
         ``lr_scheduler`` must be None (Seesaw owns the LR); data parallelism (ZeRO 0-3)
         only: a ``PipelineModule``, ``sequence_parallel_size`` > 1, ``tensor_parallel`` or a
         ``mesh_param`` with a sequence-parallel size > 1 are refused before DeepSpeed is
-        called; ``training_data`` must be map-style and non-empty (checked first too).
+        called; ``training_data`` must be map-style and non-empty, or iterable (checked
+        first too). Without ``training_data``, a plan whose per-rank micro-batch leaves the
+        configured one (``growth_policy: micro_batch_first``) is refused.
     """
     if lr_scheduler is not None:
         raise SeesawConfigError(
@@ -220,6 +283,7 @@ def initialize(
     _check_local_rank(args)
     _check_mesh(mesh_param)
     _check_training_data(training_data)
+    _check_data_options(sample_count, past_end, iterable_stream)
     source = _config_source(args, config, config_params)
     dp_size = data_parallel_size(mpu)
     device = _device_name()
@@ -228,6 +292,7 @@ def initialize(
     for note in validated.notes:
         if rank == 0:
             _log.warning("seesaw: %s", note)
+    _check_own_loader_micro_batch(validated.plan, training_data)
     state = SeesawState(validated.plan)
 
     import deepspeed
@@ -248,10 +313,14 @@ def initialize(
     hook = SeesawEngineHook(
         engine, state, scheduler, dp_rank=_data_parallel_rank(engine, mpu),
         data_seed=validated.section.data_seed, section=validated.section,
+        sample_count=sample_count, past_end=past_end,
     )
     engine.seesaw = hook
     loader = None
-    if training_data is not None:
+    if training_data is not None and _is_iterable_data(training_data):
+        loader = hook.iterable_loader(training_data, collate_fn=collate_fn,
+                                      stream=iterable_stream)
+    elif training_data is not None:
         loader = hook.make_loader(
             training_data, collate_fn=collate_fn, shuffle=shuffle,
             num_workers=dataloader_num_workers,

@@ -65,6 +65,52 @@ class GlobalSampleOrder:
         return [self[sample] for sample in range(int(start), int(start) + int(count))]
 
 
+def check_order_state(order: GlobalSampleOrder, state_dict: Dict[str, Any]) -> None:
+    """Raise unless a saved indexed-data position (``state_dict``) keeps ``order``.
+
+    Shared by :class:`SeesawDataLoader` and the public batch sampler, whose positions are
+    interchangeable (the same global stream).
+    """
+    kind = state_dict.get("kind", "indexed")
+    if kind != "indexed":
+        raise SeesawConfigError(
+            f"the checkpoint's training data was {kind} (drawn from an iterator) but this run "
+            "reads a map-style dataset by index: resume with the same kind of training_data."
+        )
+    saved_order = state_dict.get("sample_order", "numpy-default_rng")
+    if order.shuffle and saved_order != SAMPLE_ORDER_VERSION:
+        raise SeesawConfigError(
+            f"the checkpoint's sample order is {saved_order!r} but this version shuffles "
+            f"with {SAMPLE_ORDER_VERSION!r}: resuming would change the sample order; "
+            "resume with the seesaw-ds version that wrote the checkpoint, or accept the "
+            "new order with allow_plan_change=True (seesaw_ds.train --allow-plan-change)."
+        )
+    for key, now in (
+        ("data_seed", order.seed),
+        ("dataset_size", order.dataset_size),
+        ("shuffle", order.shuffle),
+    ):
+        if state_dict.get(key, now) != now:
+            field = "seesaw.data_seed" if key == "data_seed" else f"training_data {key}"
+            raise SeesawConfigError(
+                f"{field} is {now!r} but the checkpoint was trained with "
+                f"{state_dict[key]!r}: resuming would change the sample order; use the "
+                "original value."
+            )
+
+
+def order_state(order: GlobalSampleOrder, consumed_samples: int, micro: int) -> Dict[str, Any]:
+    """The saved position of an indexed-data reader (what :func:`check_order_state` reads)."""
+    return {
+        "consumed_samples": int(consumed_samples),
+        "micro": int(micro),
+        "data_seed": order.seed,
+        "dataset_size": order.dataset_size,
+        "shuffle": order.shuffle,
+        "sample_order": SAMPLE_ORDER_VERSION,
+    }
+
+
 class SeesawBatchSampler:
     """Per-rank micro-batches of dataset indices, following the plan (a ``batch_sampler``).
 
@@ -187,37 +233,11 @@ class SeesawDataLoader:
         self._window_start, self._micro = int(consumed_samples), int(micro)
 
     def state_dict(self) -> Dict[str, Any]:
-        return {
-            "consumed_samples": self._window_start,
-            "micro": self._micro,
-            "data_seed": self.order.seed,
-            "dataset_size": self.order.dataset_size,
-            "shuffle": self.order.shuffle,
-            "sample_order": SAMPLE_ORDER_VERSION,
-        }
+        return order_state(self.order, self._window_start, self._micro)
 
     def check_state_dict(self, state_dict: Dict[str, Any]) -> None:
         """Raise unless resuming ``state_dict`` keeps the sample order (seed, size, version)."""
-        saved_order = state_dict.get("sample_order", "numpy-default_rng")
-        if self.order.shuffle and saved_order != SAMPLE_ORDER_VERSION:
-            raise SeesawConfigError(
-                f"the checkpoint's sample order is {saved_order!r} but this version shuffles "
-                f"with {SAMPLE_ORDER_VERSION!r}: resuming would change the sample order; "
-                "resume with the seesaw-ds version that wrote the checkpoint, or accept the "
-                "new order with allow_plan_change=True (seesaw_ds.train --allow-plan-change)."
-            )
-        for key, now in (
-            ("data_seed", self.order.seed),
-            ("dataset_size", self.order.dataset_size),
-            ("shuffle", self.order.shuffle),
-        ):
-            if state_dict.get(key, now) != now:
-                field = "seesaw.data_seed" if key == "data_seed" else f"training_data {key}"
-                raise SeesawConfigError(
-                    f"{field} is {now!r} but the checkpoint was trained with "
-                    f"{state_dict[key]!r}: resuming would change the sample order; use the "
-                    "original value."
-                )
+        check_order_state(self.order, state_dict)
 
     def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
         """Resume at the saved sample; the order (seed, dataset size) must be the same."""

@@ -173,8 +173,10 @@ def run_job(
     launcher: str = "torchrun",
     timeout: float = 300,
     expect_success: bool = True,
+    worker: Path = WORKER,
 ) -> JobResult:
-    """Run ``worker.py`` on ``nproc`` ranks and collect each rank's result file."""
+    """Run ``worker`` (default ``worker.py``) on ``nproc`` ranks and collect each rank's
+    result file."""
     workdir.mkdir(parents=True, exist_ok=True)
     spec = copy.deepcopy(spec)
     spec["out"] = str(workdir / "result")
@@ -183,9 +185,9 @@ def run_job(
     port = str(free_port())
     if launcher == "torchrun":
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
-               "--master_port", port, str(WORKER), "--spec", str(spec_path)]
+               "--master_port", port, str(worker), "--spec", str(spec_path)]
     elif launcher == "deepspeed":
-        cmd = ["deepspeed", "--num_gpus", str(nproc), "--master_port", port, str(WORKER),
+        cmd = ["deepspeed", "--num_gpus", str(nproc), "--master_port", port, str(worker),
                "--spec", str(spec_path)]
     else:
         raise ValueError(launcher)

@@ -178,3 +178,23 @@ def test_replace_plan_between_steps_takes_effect_on_the_next_step():
         follow.advance()
     assert [len(w) for w in engine.windows[done:]] == expected
     assert max(expected) == 4  # capped at 16 = 2 x 4 x 2
+
+
+def test_a_step_after_the_plans_end_raises_unless_asked_to_warn(caplog):
+    from seesaw_ds.errors import SeesawConfigError
+
+    plan, engine, hook = build()
+    drive(engine, hook)
+    steps = hook.step
+    engine.backward(engine.micro)
+    with pytest.raises(SeesawConfigError, match=r"^seesaw: engine.step\(\) after the end of "
+                       rf"the plan: {plan.trained_tokens} of 3000 tokens are consumed in "
+                       rf"{steps} optimizer steps; stop the loop when"):
+        engine.step()
+    assert hook.step == steps and engine.global_steps == steps  # nothing was applied
+    hook.contract.past_end = "warn"
+    for _ in range(3 * hook.setting.grad_accum):
+        engine.backward(engine.micro)
+        engine.step()
+    assert hook.step == steps + 3
+    assert sum("after the end of the plan" in r.getMessage() for r in caplog.records) == 1

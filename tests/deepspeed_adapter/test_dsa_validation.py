@@ -180,12 +180,26 @@ def test_layout_and_dataset_checks_run_before_deepspeed_initialize(monkeypatch):
     monkeypatch.setattr(deepspeed, "initialize", boom)
     monkeypatch.setenv("WORLD_SIZE", "2")
 
-    class Stream(torch.utils.data.IterableDataset):
-        def __iter__(self):
-            return iter(range(10))
+    class Blob:
+        pass
 
-    with pytest.raises(SeesawConfigError, match="training_data is a Stream without __len__"):
-        seesaw_ds.initialize(model=make_model(), config=tiny_config(), training_data=Stream())
+    with pytest.raises(SeesawConfigError,
+                       match="training_data is a Blob without __len__ and __getitem__ nor "):
+        seesaw_ds.initialize(model=make_model(), config=tiny_config(), training_data=Blob())
+    with pytest.raises(SeesawConfigError, match="past_end = 'never' is unknown"):
+        seesaw_ds.initialize(model=make_model(), config=tiny_config(), past_end="never")
+    with pytest.raises(SeesawConfigError, match="iterable_stream = 'all' is unknown"):
+        seesaw_ds.initialize(model=make_model(), config=tiny_config(), iterable_stream="all")
+    with pytest.raises(SeesawConfigError, match="sample_count = 3 must be a callable"):
+        seesaw_ds.initialize(model=make_model(), config=tiny_config(), sample_count=3)
+    batches = torch.utils.data.DataLoader(list(range(10)), batch_size=2)
+    with pytest.raises(SeesawConfigError, match="training_data is a DataLoader that yields "
+                       "batches: pass its dataset"):
+        seesaw_ds.initialize(model=make_model(), config=tiny_config(), training_data=batches)
+    mbf = tiny_config(growth_policy="micro_batch_first", max_micro_batch=8)
+    with pytest.raises(SeesawConfigError, match="changes the per-GPU micro-batch from "
+                       "train_micro_batch_size_per_gpu = 2 to 4 at optimizer step 0"):
+        seesaw_ds.initialize(model=make_model(), config=mbf)
     with pytest.raises(SeesawConfigError, match="training_data is empty"):
         seesaw_ds.initialize(model=make_model(), config=tiny_config(), training_data=[])
     with pytest.raises(SeesawConfigError, match=r"mesh_param = \(1, 2\) asks for sequence"):
