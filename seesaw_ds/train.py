@@ -56,6 +56,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--stop-at-tokens", default=None,
                         help="checkpoint and stop at the first step boundary at or past this "
                         "many tokens (e.g. a phase start: grow the job from there)")
+    parser.add_argument("--force-prepare", action="store_true",
+                        help="rebuild data.prepared_dir even when it was prepared with other "
+                        "options or inputs (otherwise refused)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--local_rank", "--local-rank", type=int,
                         default=int(os.environ.get("LOCAL_RANK", -1)))
@@ -75,6 +78,7 @@ def _validate(args: argparse.Namespace):
     _monitors_under(ds_config, run.output_dir)
     validated = prepare_config(ds_config, world)
     _check_guard(validated)
+    _check_data(run, args.force_prepare)
     if args.max_steps is not None and args.max_steps < 1:
         raise SeesawConfigError(f"--max-steps = {args.max_steps} must be >= 1.")
     if args.allow_plan_change and not args.resume:
@@ -137,13 +141,26 @@ def _monitors_under(ds_config: dict, output_dir: str) -> None:
 
 # ---- data and model -------------------------------------------------------------------------
 
-def _prepare_data(run, log):
+_FORCE_PREPARE = "--force-prepare"
+
+
+def _check_data(run, force: bool) -> None:
+    """A prepared folder built with other options is refused here, before any process group
+    (``prepare`` would refuse it on rank 0 only)."""
+    from seesaw_ds.data.prepare import check_prepared
+
+    data = run.data
+    check_prepared(data.inputs, data.prepared_dir, **data.prepare_options(), force=force,
+                   force_flag=_FORCE_PREPARE)
+
+
+def _prepare_data(run, log, force: bool = False):
     from seesaw_ds.data.prepare import load_prepared, prepare
 
     data = run.data
     if rank() == 0:
         prepared = prepare(data.inputs, data.prepared_dir, **data.prepare_options(),
-                           progress=True, log=log)
+                           progress=True, force=force, force_flag=_FORCE_PREPARE, log=log)
     barrier()
     if rank() != 0:
         prepared = load_prepared(data.prepared_dir)
@@ -394,7 +411,7 @@ class _Session:
             self.log(json.dumps(summary))
 
 
-def _build(run, validated, ds_config, log):
+def _build(run, validated, ds_config, log, force_prepare=False):
     """Data (prepared on rank 0), model and the Seesaw DeepSpeed engine."""
     import torch
 
@@ -402,7 +419,7 @@ def _build(run, validated, ds_config, log):
     from seesaw_ds.model.shapes import build_model
 
     torch.manual_seed(run.seed)
-    prepared = _prepare_data(run, log)
+    prepared = _prepare_data(run, log, force_prepare)
     plan = validated.plan
     train, valid_batches = _datasets(run, prepared, plan)
     model = build_model(run.model.shape, vocab_size=prepared.vocab_size,
@@ -421,7 +438,7 @@ def _run(args, run, ds_config, validated) -> int:
     _single_process_env()
     deepspeed.init_distributed(dist_backend=_backend())
     log = (lambda message: print(message, flush=True)) if rank() == 0 else (lambda message: None)
-    engine, loader, valid_batches = _build(run, validated, ds_config, log)
+    engine, loader, valid_batches = _build(run, validated, ds_config, log, args.force_prepare)
     _Session(args, run, validated, engine, loader, valid_batches, log).execute()
     barrier()  # every rank done with its last collective before any tears down
     engine.destroy()

@@ -24,7 +24,8 @@ def add_parser(subparsers) -> None:
         "train a sentencepiece BPE tokenizer (or load one) and write DIR/corpus_text_document."
         "{bin,idx} plus a manifest. With no INPUTS the Python standard library's own "
         "sources are used, so no download is needed. Re-running with unchanged inputs and "
-        "options reuses DIR.",
+        "options reuses DIR; DIR prepared with other options or inputs is refused (one line "
+        "naming the option) unless --force.",
     )
     parser.add_argument("inputs", nargs="*", metavar="INPUT",
                         help="files, directories or globs (quote globs); default: the "
@@ -57,7 +58,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--split", default="98,2,0",
                         help="train,valid,test weights for the --seq-length check "
                         "(default 98,2,0)")
-    parser.add_argument("--force", action="store_true", help="rebuild even if up to date")
+    parser.add_argument("--force", action="store_true", help="rebuild DIR, even when it is up to date or "
+                        "was prepared with other options or inputs")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     parser.set_defaults(run=run)
 
