@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
 import os
 import sys
@@ -278,7 +279,10 @@ class _Session:
         self.recorder.truncate_steps(hook.step)  # rows past the checkpoint (all, if none) redo
 
     def open_progress(self) -> None:
-        if rank() == 0 and not self.args.no_progress:
+        """The tqdm bar, on rank 0 and only on a terminal; elsewhere (a log file, a batch
+        job) the ``seesaw_ds`` logger's plain lines every ``steps_per_print`` steps, and one
+        per evaluation, stand in for it."""
+        if rank() == 0 and not self.args.no_progress and sys.stderr.isatty():
             from tqdm import tqdm
 
             total = int(self.plan.total_tokens)
@@ -294,6 +298,10 @@ class _Session:
         self.state["next_eval"] = (math.floor(hook.consumed_tokens / interval) + 1) * interval
         if self.progress is not None:
             self.progress.set_postfix(val=f"{val_loss:.4f}", B=hook.setting.global_batch)
+        elif rank() == 0 and not self.args.no_progress:
+            logging.getLogger("seesaw_ds").info(
+                f"[seesaw] eval step={hook.step} tokens={hook.consumed_tokens}: "
+                f"val_loss={val_loss:.4f}")
         return val_loss
 
     def save(self) -> None:
@@ -309,6 +317,7 @@ class _Session:
         """Bookkeeping after an optimizer step: CSV row, progress, eval, checkpoint."""
         hook, state = self.hook, self.state
         self.recorder.step(hook.step, hook.consumed_tokens, setting, loss)
+        hook.report_loss(loss)  # the progress line's loss
         if self.progress is not None:
             total = int(self.plan.total_tokens)
             self.progress.update(min(hook.consumed_tokens, total) - self.progress.n)

@@ -34,3 +34,25 @@ def test_other_max_bytes_is_refused_before_any_process_group(tmp_path, capsys):
     rebuilt = _prepare_data(run, log=lambda message: None, force=True)
     assert not rebuilt.reused and rebuilt.num_tokens > prepared.num_tokens
     assert _prepare_data(run, log=lambda message: None).reused
+
+
+def test_progress_bar_only_on_a_terminal(monkeypatch, caplog):
+    """On a terminal the tqdm bar; in a log file (not a tty) no bar, so no carriage-return
+    lines (the ``seesaw_ds`` logger's plain lines stand in)."""
+    import logging
+    import sys
+    from types import SimpleNamespace
+
+    from seesaw_ds.train import _Session
+
+    caplog.set_level(logging.INFO, logger="seesaw_ds")
+    plan = SimpleNamespace(total_tokens=1000.0)
+    session = SimpleNamespace(args=SimpleNamespace(no_progress=False), plan=plan, name="seesaw",
+                              hook=SimpleNamespace(consumed_tokens=0), progress=None)
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: False, raising=False)
+    _Session.open_progress(session)
+    assert session.progress is None
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
+    _Session.open_progress(session)
+    assert session.progress is not None and session.progress.total == 1000
+    session.progress.close()
