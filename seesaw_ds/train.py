@@ -161,7 +161,8 @@ def _prepare_data(run, log, force: bool = False):
     data = run.data
     if rank() == 0:
         prepared = prepare(data.inputs, data.prepared_dir, **data.prepare_options(),
-                           progress=True, force=force, force_flag=_FORCE_PREPARE, log=log)
+                           progress=sys.stderr.isatty(),  # no bar in a log file
+                           force=force, force_flag=_FORCE_PREPARE, log=log)
     barrier()
     if rank() != 0:
         prepared = load_prepared(data.prepared_dir)

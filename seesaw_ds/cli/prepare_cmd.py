@@ -8,6 +8,7 @@ Note:
 from __future__ import annotations
 
 import argparse
+import sys
 
 from seesaw_ds.data.corpus import ENCODING_ERRORS, PARAGRAPHS, WHOLE_FILE
 from seesaw_ds.errors import SeesawConfigError
@@ -60,7 +61,7 @@ def add_parser(subparsers) -> None:
                         "(default 98,2,0)")
     parser.add_argument("--force", action="store_true", help="rebuild DIR, even when it is up to date or "
                         "was prepared with other options or inputs")
-    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars (shown only on a terminal)")
     parser.set_defaults(run=run)
 
 
@@ -83,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
         doc_separator=args.doc_separator,
         include_tests=args.include_tests,
         seed=args.seed,
-        progress=not args.no_progress,
+        progress=not args.no_progress and sys.stderr.isatty(),  # no bar in a log file
         force=args.force,
     )
     if args.seq_length is not None:
