@@ -84,9 +84,12 @@ def test_relative_links_resolve(page):
 
 def _cli_commands():
     """The ``seesaw-ds`` commands of README.md and docs/ that run offline in a second:
-    plan (without a throughput file to write), configs, --version."""
+    plan (without a throughput file to write), configs, --version; the examples of the
+    PENDING pages are left out."""
     found = []
     for page in [README] + DOCS:
+        if page.relative_to(REPO).as_posix() in PENDING:
+            continue  # their examples name the reader's own files (ds_config.json)
         text = page.read_text()
         inline = re.findall(r"`(seesaw-ds [^`]+)`", text.replace("\n", " "))
         for line in _code_lines(text) + inline:
