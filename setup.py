@@ -1,13 +1,21 @@
+import re
+
 from setuptools import find_packages, setup
+
+# one version: seesaw_ds/__init__.py's (`seesaw-ds --version` reads it back from the metadata)
+with open("seesaw_ds/__init__.py", encoding="utf-8") as handle:
+    VERSION = re.search(r'^__version__ = "([^"]+)"', handle.read(), re.M).group(1)
 
 setup(
     name="seesaw-ds",
-    version="0.1.0",
+    version=VERSION,
     description="Seesaw batch-size scheduling (LR decay -> batch growth) for DeepSpeed and Megatron",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["seesaw_ds", "seesaw_ds.*"]),
-    package_data={"seesaw_ds": ["configs/*.json", "configs/*.yaml"]},
+    # example configs: seesaw_ds/configs -> ds_configs, seesaw_ds/run_configs ->
+    # launch/run_configs (symbolic links in the repository; real files in the wheel)
+    package_data={"seesaw_ds": ["configs/*.json", "run_configs/*.yaml"]},
     python_requires=">=3.10",
     install_requires=[
         # torch is pinned by the README/CI install step (CPU wheel) before this runs.

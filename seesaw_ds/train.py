@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
 import os
 import sys
@@ -56,6 +57,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--stop-at-tokens", default=None,
                         help="checkpoint and stop at the first step boundary at or past this "
                         "many tokens (e.g. a phase start: grow the job from there)")
+    parser.add_argument("--force-prepare", action="store_true",
+                        help="rebuild data.prepared_dir even when it was prepared with other "
+                        "options or inputs (otherwise refused)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--local_rank", "--local-rank", type=int,
                         default=int(os.environ.get("LOCAL_RANK", -1)))
@@ -75,6 +79,7 @@ def _validate(args: argparse.Namespace):
     _monitors_under(ds_config, run.output_dir)
     validated = prepare_config(ds_config, world)
     _check_guard(validated)
+    _check_data(run, args.force_prepare)
     if args.max_steps is not None and args.max_steps < 1:
         raise SeesawConfigError(f"--max-steps = {args.max_steps} must be >= 1.")
     if args.allow_plan_change and not args.resume:
@@ -137,13 +142,27 @@ def _monitors_under(ds_config: dict, output_dir: str) -> None:
 
 # ---- data and model -------------------------------------------------------------------------
 
-def _prepare_data(run, log):
+_FORCE_PREPARE = "--force-prepare"
+
+
+def _check_data(run, force: bool) -> None:
+    """A prepared folder built with other options is refused here, before any process group
+    (``prepare`` would refuse it on rank 0 only)."""
+    from seesaw_ds.data.prepare import check_prepared
+
+    data = run.data
+    check_prepared(data.inputs, data.prepared_dir, **data.prepare_options(), force=force,
+                   force_flag=_FORCE_PREPARE)
+
+
+def _prepare_data(run, log, force: bool = False):
     from seesaw_ds.data.prepare import load_prepared, prepare
 
     data = run.data
     if rank() == 0:
         prepared = prepare(data.inputs, data.prepared_dir, **data.prepare_options(),
-                           progress=True, log=log)
+                           progress=sys.stderr.isatty(),  # no bar in a log file
+                           force=force, force_flag=_FORCE_PREPARE, log=log)
     barrier()
     if rank() != 0:
         prepared = load_prepared(data.prepared_dir)
@@ -261,7 +280,10 @@ class _Session:
         self.recorder.truncate_steps(hook.step)  # rows past the checkpoint (all, if none) redo
 
     def open_progress(self) -> None:
-        if rank() == 0 and not self.args.no_progress:
+        """The tqdm bar, on rank 0 and only on a terminal; elsewhere (a log file, a batch
+        job) the ``seesaw_ds`` logger's plain lines every ``steps_per_print`` steps, and one
+        per evaluation, stand in for it."""
+        if rank() == 0 and not self.args.no_progress and sys.stderr.isatty():
             from tqdm import tqdm
 
             total = int(self.plan.total_tokens)
@@ -277,6 +299,10 @@ class _Session:
         self.state["next_eval"] = (math.floor(hook.consumed_tokens / interval) + 1) * interval
         if self.progress is not None:
             self.progress.set_postfix(val=f"{val_loss:.4f}", B=hook.setting.global_batch)
+        elif rank() == 0 and not self.args.no_progress:
+            logging.getLogger("seesaw_ds").info(
+                f"[seesaw] eval step={hook.step} tokens={hook.consumed_tokens}: "
+                f"val_loss={val_loss:.4f}")
         return val_loss
 
     def save(self) -> None:
@@ -292,6 +318,7 @@ class _Session:
         """Bookkeeping after an optimizer step: CSV row, progress, eval, checkpoint."""
         hook, state = self.hook, self.state
         self.recorder.step(hook.step, hook.consumed_tokens, setting, loss)
+        hook.report_loss(loss)  # the progress line's loss
         if self.progress is not None:
             total = int(self.plan.total_tokens)
             self.progress.update(min(hook.consumed_tokens, total) - self.progress.n)
@@ -394,7 +421,7 @@ class _Session:
             self.log(json.dumps(summary))
 
 
-def _build(run, validated, ds_config, log):
+def _build(run, validated, ds_config, log, force_prepare=False):
     """Data (prepared on rank 0), model and the Seesaw DeepSpeed engine."""
     import torch
 
@@ -402,7 +429,7 @@ def _build(run, validated, ds_config, log):
     from seesaw_ds.model.shapes import build_model
 
     torch.manual_seed(run.seed)
-    prepared = _prepare_data(run, log)
+    prepared = _prepare_data(run, log, force_prepare)
     plan = validated.plan
     train, valid_batches = _datasets(run, prepared, plan)
     model = build_model(run.model.shape, vocab_size=prepared.vocab_size,
@@ -421,7 +448,7 @@ def _run(args, run, ds_config, validated) -> int:
     _single_process_env()
     deepspeed.init_distributed(dist_backend=_backend())
     log = (lambda message: print(message, flush=True)) if rank() == 0 else (lambda message: None)
-    engine, loader, valid_batches = _build(run, validated, ds_config, log)
+    engine, loader, valid_batches = _build(run, validated, ds_config, log, args.force_prepare)
     _Session(args, run, validated, engine, loader, valid_batches, log).execute()
     barrier()  # every rank done with its last collective before any tears down
     engine.destroy()

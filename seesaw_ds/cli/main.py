@@ -14,9 +14,23 @@ from typing import List, Optional
 
 from seesaw_ds.errors import SeesawConfigError
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "installed_version"]
 
-_SUBCOMMANDS = ("plan_cmd", "calibrate_cmd", "prepare_cmd", "train_cmd", "universal_cmd")
+_SUBCOMMANDS = ("plan_cmd", "calibrate_cmd", "prepare_cmd", "train_cmd", "universal_cmd",
+                "configs_cmd")
+
+
+def installed_version() -> str:
+    """The installed distribution's version (package metadata); the source tree's
+    ``seesaw_ds.__version__`` when run from a checkout that is not installed."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("seesaw-ds")
+    except metadata.PackageNotFoundError:
+        from seesaw_ds import __version__
+
+        return f"{__version__} (not installed)"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,6 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="seesaw-ds",
         description="Seesaw batch-size scheduling for DeepSpeed and Megatron.",
     )
+    parser.add_argument("--version", action="version",
+                        version=f"seesaw-ds {installed_version()}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
     for name in _SUBCOMMANDS:

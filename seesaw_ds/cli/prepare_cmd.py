@@ -8,6 +8,7 @@ Note:
 from __future__ import annotations
 
 import argparse
+import sys
 
 from seesaw_ds.data.corpus import ENCODING_ERRORS, PARAGRAPHS, WHOLE_FILE
 from seesaw_ds.errors import SeesawConfigError
@@ -24,7 +25,8 @@ def add_parser(subparsers) -> None:
         "train a sentencepiece BPE tokenizer (or load one) and write DIR/corpus_text_document."
         "{bin,idx} plus a manifest. With no INPUTS the Python standard library's own "
         "sources are used, so no download is needed. Re-running with unchanged inputs and "
-        "options reuses DIR.",
+        "options reuses DIR; DIR prepared with other options or inputs is refused (one line "
+        "naming the option) unless --force.",
     )
     parser.add_argument("inputs", nargs="*", metavar="INPUT",
                         help="files, directories or globs (quote globs); default: the "
@@ -57,8 +59,9 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--split", default="98,2,0",
                         help="train,valid,test weights for the --seq-length check "
                         "(default 98,2,0)")
-    parser.add_argument("--force", action="store_true", help="rebuild even if up to date")
-    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    parser.add_argument("--force", action="store_true", help="rebuild DIR, even when it is up to date or "
+                        "was prepared with other options or inputs")
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars (shown only on a terminal)")
     parser.set_defaults(run=run)
 
 
@@ -81,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
         doc_separator=args.doc_separator,
         include_tests=args.include_tests,
         seed=args.seed,
-        progress=not args.no_progress,
+        progress=not args.no_progress and sys.stderr.isatty(),  # no bar in a log file
         force=args.force,
     )
     if args.seq_length is not None:

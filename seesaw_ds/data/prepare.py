@@ -25,6 +25,7 @@ from seesaw_ds.data.manifest import (
     FORMAT_VERSION,
     MANIFEST_NAME,
     fingerprint,
+    first_difference,
     outputs_intact,
     read_manifest,
     write_json_atomic,
@@ -37,7 +38,7 @@ from seesaw_ds.data.tokenizer import (
 )
 from seesaw_ds.errors import SeesawConfigError
 
-__all__ = ["PreparedData", "prepare", "load_prepared", "DATA_NAME", "TOKENIZER_NAME",
+__all__ = ["PreparedData", "prepare", "check_prepared", "load_prepared", "DATA_NAME", "TOKENIZER_NAME",
            "CACHE_DIR", "DEFAULT_VOCAB_SIZE"]
 
 DATA_NAME = "corpus_text_document"
@@ -108,33 +109,25 @@ def _check_out_dir(out_dir: str) -> str:
     return out_dir
 
 
-def prepare(
-    inputs: Optional[Sequence[str]],
-    out_dir: str,
-    *,
-    vocab_size: Optional[int] = None,
-    tokenizer_model: Optional[str] = None,
-    text_field: str = "text",
-    max_bytes: Optional[int] = None,
-    encoding: str = "utf-8",
-    encoding_errors: str = "strict",
-    doc_separator: str = PARAGRAPHS,
-    include_tests: bool = False,
-    seed: int = 1234,
-    progress: bool = True,
-    force: bool = False,
-    log: Callable[[str], None] = print,
-) -> PreparedData:
-    """Build (or reuse) the prepared folder ``out_dir`` from ``inputs``.
+@dataclass
+class _Request:
+    """What one ``prepare`` call asks for, worked out without writing anything."""
 
-    ``inputs`` are files, directories or globs (``.txt``, ``.py``, ``.md``, ``.jsonl``);
-    None uses the standard library's sources. ``vocab_size`` (default 2048) trains a BPE
-    tokenizer; ``tokenizer_model`` loads one instead. ``max_bytes`` caps the corpus.
-    ``encoding`` / ``encoding_errors`` decode the files; ``doc_separator`` splits ``.txt``
-    files into documents (blank-line paragraphs by default; see
-    :mod:`seesaw_ds.data.corpus`).
-    """
+    out_dir: str
+    params: dict
+    input_fingerprint: dict
+    files: list
+    text_options: dict
+    tokenizer: Optional[SentencePieceTokenizer]
+    train_config: Optional[TokenizerTrainConfig]
+
+
+def _request(inputs, out_dir, *, vocab_size=None, tokenizer_model=None, text_field="text",
+             max_bytes=None, encoding="utf-8", encoding_errors="strict",
+             doc_separator=PARAGRAPHS, include_tests=False, seed=1234) -> _Request:
+    """(The defaults are :func:`prepare`'s; a test keeps them equal.)"""
     out_dir = _check_out_dir(out_dir)
+    train_config = None
     if tokenizer_model is not None:
         tokenizer = load_tokenizer(tokenizer_model)
         if vocab_size is not None and vocab_size != tokenizer.vocab_size:
@@ -150,7 +143,7 @@ def prepare(
         tokenizer_params = {"trained": asdict(train_config)}
     text_options = dict(text_field=text_field, max_bytes=max_bytes, encoding=encoding,
                         encoding_errors=encoding_errors, doc_separator=doc_separator)
-    corpus = Corpus([], **text_options)  # validates the options
+    Corpus([], **text_options)  # validates the options
     files = find_files(inputs, include_tests=include_tests)
     params = {
         "format_version": FORMAT_VERSION,
@@ -164,16 +157,88 @@ def prepare(
         "tokenizer": tokenizer_params,
         "sentencepiece_version": sentencepiece.__version__,
     }
-    input_fingerprint = fingerprint(files)
+    return _Request(out_dir, params, fingerprint(files), files, text_options, tokenizer,
+                    train_config)
 
-    manifest = read_manifest(out_dir)
-    if (not force and manifest is not None and manifest.get("params") == params
-            and manifest.get("input_fingerprint") == input_fingerprint
-            and outputs_intact(out_dir, manifest)):
+
+def _existing(request: _Request, force: bool, force_flag: str) -> Optional[dict]:
+    """The manifest of a complete folder to reuse as is; None: build (nothing complete is
+    there, or ``force``).
+
+    Raises:
+        SeesawConfigError: the folder holds data prepared with other options or inputs.
+    """
+    manifest = read_manifest(request.out_dir)
+    if force or manifest is None:
+        return None
+    difference = first_difference(manifest, request.params, request.input_fingerprint)
+    if difference is not None:
+        name, recorded, requested = difference
+        raise SeesawConfigError(
+            f"prepare: {request.out_dir} holds data prepared with {name} = {recorded}, this "
+            f"run asks for {requested}; pass {force_flag} to rebuild it (runs reading it will "
+            "see other data), or choose another output folder.")
+    return manifest if outputs_intact(request.out_dir, manifest) else None
+
+
+def check_prepared(inputs: Optional[Sequence[str]], out_dir: str, *, force: bool = False,
+                   force_flag: str = "--force", **options) -> bool:
+    """What :func:`prepare` with these arguments would do, decided without writing: True to
+    reuse ``out_dir``, False to build it. Cheap (lists and stats the input files), so a
+    trainer calls it before starting any process.
+
+    Raises:
+        SeesawConfigError: as :func:`prepare` would before its expensive steps, including an
+            existing folder prepared with other options or inputs (unless ``force``).
+    """
+    request = _request(inputs, out_dir, **options)
+    return _existing(request, force, force_flag) is not None
+
+
+def prepare(
+    inputs: Optional[Sequence[str]],
+    out_dir: str,
+    *,
+    vocab_size: Optional[int] = None,
+    tokenizer_model: Optional[str] = None,
+    text_field: str = "text",
+    max_bytes: Optional[int] = None,
+    encoding: str = "utf-8",
+    encoding_errors: str = "strict",
+    doc_separator: str = PARAGRAPHS,
+    include_tests: bool = False,
+    seed: int = 1234,
+    progress: bool = True,
+    force: bool = False,
+    force_flag: str = "--force",
+    log: Callable[[str], None] = print,
+) -> PreparedData:
+    """Build (or reuse) the prepared folder ``out_dir`` from ``inputs``.
+
+    ``inputs`` are files, directories or globs (``.txt``, ``.py``, ``.md``, ``.jsonl``);
+    None uses the standard library's sources. ``vocab_size`` (default 2048) trains a BPE
+    tokenizer; ``tokenizer_model`` loads one instead. ``max_bytes`` caps the corpus.
+    ``encoding`` / ``encoding_errors`` decode the files; ``doc_separator`` splits ``.txt``
+    files into documents (blank-line paragraphs by default; see
+    :mod:`seesaw_ds.data.corpus`).
+
+    A folder prepared before with the same options and unchanged input files is reused. One
+    prepared with other options (or from input files that changed since) is never rebuilt
+    silently: that is a :class:`SeesawConfigError` naming the first differing option, unless
+    ``force`` (``force_flag`` is how the caller's user spells it, for the message).
+    """
+    request = _request(inputs, out_dir, vocab_size=vocab_size, tokenizer_model=tokenizer_model,
+                       text_field=text_field, max_bytes=max_bytes, encoding=encoding,
+                       encoding_errors=encoding_errors, doc_separator=doc_separator,
+                       include_tests=include_tests, seed=seed)
+    out_dir, tokenizer, train_config = request.out_dir, request.tokenizer, request.train_config
+    files, params, input_fingerprint = request.files, request.params, request.input_fingerprint
+    manifest = _existing(request, force, force_flag)
+    if manifest is not None:
         log(f"prepare: reusing {out_dir} (inputs and parameters unchanged)")
         return _from_manifest(out_dir, manifest, reused=True)
 
-    corpus = Corpus(files, **text_options)
+    corpus = Corpus(files, **request.text_options)
     log(f"prepare: scanning {len(files)} files")
     stats = corpus.scan()
     log(f"prepare: {stats.num_documents} documents, {stats.num_bytes / 1e6:.2f} MB"

@@ -46,7 +46,8 @@ class SeesawEngineHook:
         scheduler: the engine's :class:`SeesawLRScheduler`.
         dp_rank: this rank's data-parallel index (for :meth:`make_loader`).
         data_seed: seed of the global sample order (``seesaw.data_seed``).
-        logger: per-step logging (default: monitor + stdout every ``steps_per_print``).
+        logger: per-step logging (default: monitor events every step; the ``seesaw_ds``
+            logger's start, batch-change and every-``steps_per_print`` progress lines).
         section: the parsed ``seesaw`` section; checkpoints save the run's fingerprint from
             it, and a resume with other values is refused naming the field.
         sample_count / past_end: the data contract's options (see
@@ -149,6 +150,12 @@ class SeesawEngineHook:
         """True between optimizer steps (no micro-batch of the next window consumed yet)."""
         return self.micro_in_window == 0
 
+    def report_loss(self, loss: Any) -> None:
+        """Give this micro-batch's (or step's) loss to the progress line (rank 0 shows the
+        mean of what it was given since its last line, every ``steps_per_print`` steps); a
+        tensor is not read until then, so this costs no device sync."""
+        self.logger.report_loss(loss)
+
     # ---- the hook -------------------------------------------------------------------------
 
     def _forward(self, *inputs: Any, **kwargs: Any) -> Any:
@@ -171,7 +178,7 @@ class SeesawEngineHook:
             self.micro_in_window = 0
             self.logger.log(StepRecord(
                 self.state.step, setting, self.state.consumed_samples, self.state.consumed_tokens
-            ))
+            ), self.plan)
             self.apply_setting()
         else:
             self.micro_in_window += 1

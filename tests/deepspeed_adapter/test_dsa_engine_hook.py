@@ -4,12 +4,19 @@ The real engine is exercised by test_dsa_multirank.py; this file pins the mechan
 milliseconds: windows of exactly the planned GAS, loss scale, samples, logging, overflow.
 """
 
+import itertools
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
 from dsa_common import tiny_config
 from seesaw_ds.config import plan_from_ds_config
-from seesaw_ds.deepspeed_adapter import SeesawEngineHook, SeesawLRScheduler, SeesawState
+from seesaw_ds.deepspeed_adapter import (SeesawEngineHook, SeesawLRScheduler, SeesawState,
+                                         SeesawStepLogger)
 from seesaw_ds.deepspeed_adapter.logging_ import EVENT_PREFIX
 
 
@@ -82,14 +89,15 @@ class FakeEngine:
         self.micro_steps += 1
 
 
-def build(dp=2, overflow_steps=(), **section):
+def build(dp=2, overflow_steps=(), logger=None, **section):
     plan = plan_from_ds_config(tiny_config(**section), dp)
     state = SeesawState(plan)
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=plan.peak_lr)
     scheduler = SeesawLRScheduler(optimizer, state)
     first = plan.at_tokens(0)
     engine = FakeEngine(scheduler, dp, first.micro_batch, first.grad_accum, overflow_steps)
-    hook = SeesawEngineHook(engine, state, scheduler)
+    hook = SeesawEngineHook(engine, state, scheduler,
+                            logger=None if logger is None else logger(engine))
     return plan, engine, hook
 
 
@@ -134,7 +142,7 @@ def test_naive_set_train_batch_size_gives_a_short_window():
     assert min(sizes[55:58]) < 4
 
 
-def test_monitor_events_and_stdout_every_steps_per_print(capsys):
+def test_monitor_events_every_step():
     plan, engine, hook = build()
     drive(engine, hook)
     names = {name for name, _, _ in engine.monitor.events}
@@ -142,9 +150,101 @@ def test_monitor_events_and_stdout_every_steps_per_print(capsys):
                      ("lr", "global_batch", "micro_batch", "grad_accum", "consumed_tokens")}
     batches = [v for name, v, _ in engine.monitor.events if name.endswith("global_batch")]
     assert batches == [s.global_batch for _, _, s in plan.iter_steps()]
-    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[seesaw]")]
-    assert len(lines) == plan.optimizer_steps // 10
-    assert lines[0].startswith("[seesaw] step=10 tokens=320 ")
+
+
+def _expected_lines(plan, every, losses):
+    """The seesaw_ds logger's lines for a run of ``plan``, written out from the plan alone
+    (a clock that advances 1 s per reading: one at the start line, one per progress line)."""
+    steps = list(plan.iter_steps())
+    total_steps, phases = plan.optimizer_steps, len(plan.phases)
+    lines, previous, mark = [], None, None
+    for index, start, s in steps:
+        number, tokens = index + 1, start + s.global_batch * plan.seq_length
+        phase = f"phase={s.phase_index + 1}/{phases}"
+        if previous is None:
+            mark = tokens
+            lines.append(
+                f"[seesaw] start step=1 tokens=0: global_batch={s.global_batch} "
+                f"micro_batch={s.micro_batch} grad_accum={s.grad_accum} lr={s.lr:.6g} {phase}; "
+                f"plan: {total_steps} steps, {plan.trained_tokens} tokens (constant batch: "
+                f"{plan.baseline_optimizer_steps} steps)")
+        elif (s.global_batch, s.grad_accum) != (previous.global_batch, previous.grad_accum):
+            lines.append(
+                f"[seesaw] batch change at step={number} tokens={start}: global_batch "
+                f"{previous.global_batch} -> {s.global_batch}, grad_accum {previous.grad_accum}"
+                f" -> {s.grad_accum}, micro_batch {s.micro_batch}, lr={s.lr:.6g}, {phase}")
+        if number % every == 0 or number == total_steps:
+            rate = tokens - mark  # tokens per (fake) second since the last reading
+            eta = round((plan.trained_tokens - tokens) / rate)
+            window = losses[(number - 1) // every * every:number]
+            mean = sum(window) / len(window)
+            lines.append(
+                f"[seesaw] step={number}/{total_steps} tokens={tokens} "
+                f"({min(100.0, 100.0 * tokens / plan.total_tokens):.1f}%) lr={s.lr:.6g} "
+                f"global_batch={s.global_batch} micro_batch={s.micro_batch} "
+                f"grad_accum={s.grad_accum} {phase} loss={mean:.4f} tok/s={rate:.0f} "
+                f"eta={eta // 3600}:{eta // 60 % 60:02d}:{eta % 60:02d}")
+            mark = tokens
+        previous = s
+    return lines
+
+
+def test_logger_lines_at_start_every_batch_change_and_every_steps_per_print(caplog):
+    caplog.set_level(logging.INFO, logger="seesaw_ds")
+    ticks = itertools.count()
+    plan, engine, hook = build(
+        logger=lambda engine: SeesawStepLogger(engine, 10, clock=lambda: next(ticks)))
+    losses = [0.5 + 0.01 * k for k in range(plan.optimizer_steps)]
+    while not hook.finished:
+        engine.backward(engine.train_micro_batch_size_per_gpu())
+        if hook.micro_in_window == 0:
+            hook.report_loss(torch.tensor(losses[hook.step]))  # one value per step
+        engine.step()
+    lines = [r.getMessage() for r in caplog.records if r.name == "seesaw_ds"]
+    expected = _expected_lines(plan, 10, losses)
+    assert lines == expected
+    changes = [line for line in lines if "batch change" in line]
+    # growth 8 -> 16 -> 32 ... and the short last step's smaller batch, each exactly once
+    assert len(changes) == len({s.global_batch for _, _, s in plan.iter_steps()}) >= 3
+    assert len([line for line in lines if "tok/s=" in line]) == plan.optimizer_steps // 10 + 1
+    # pinned, as a user reads them (the tiny plan: 69 steps, growth 2 at step 56, 65, 68)
+    for line in (
+            "[seesaw] batch change at step=56 tokens=1760: global_batch 8 -> 16, grad_accum 2 "
+            "-> 4, micro_batch 2, lr=0.0353553, phase=3/5",
+            "[seesaw] step=60/69 tokens=2080 (69.3%) lr=0.0353553 global_batch=16 "
+            "micro_batch=2 grad_accum=4 phase=3/5 loss=1.0450 tok/s=480 eta=0:00:02",
+            "[seesaw] batch change at step=69 tokens=2976: global_batch 64 -> 8, grad_accum "
+            "16 -> 2, micro_batch 2, lr=0.00500877, phase=5/5"):
+        assert line in lines
+    assert lines[-1].startswith("[seesaw] step=69/69 tokens=3008 (100.0%) ")
+
+
+def test_no_progress_line_on_other_ranks_or_without_steps_per_print(caplog):
+    caplog.set_level(logging.INFO, logger="seesaw_ds")
+    plan, engine, hook = build(logger=lambda engine: SeesawStepLogger(engine, float("inf")))
+    drive(engine, hook)
+    lines = [r.getMessage() for r in caplog.records if r.name == "seesaw_ds"]
+    assert lines and not [line for line in lines if "tok/s" in line]  # start and changes only
+    caplog.clear()
+    def other_rank(engine):
+        engine.global_rank = 1
+        return SeesawStepLogger(engine, 1)
+
+    plan, engine, hook = build(logger=other_rank)
+    drive(engine, hook)
+    assert not [r for r in caplog.records if r.name == "seesaw_ds"]
+
+
+def test_lines_reach_stdout_when_logging_is_not_configured():
+    script = (
+        "import sys; sys.path.insert(0, %r)\n"
+        "from test_dsa_engine_hook import build, drive\n"
+        "plan, engine, hook = build()\n"
+        "drive(engine, hook)\n" % str(Path(__file__).parent))
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         check=True).stdout.splitlines()
+    assert out[0].startswith("[seesaw] start step=1 tokens=0: global_batch=8 ")
+    assert len([line for line in out if line.startswith("[seesaw] step=")]) == 7
 
 
 def test_a_skipped_update_still_advances_the_token_clock():

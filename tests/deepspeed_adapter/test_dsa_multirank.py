@@ -228,8 +228,14 @@ def test_deepspeed_launcher_monitor_and_stdout(launcher_job, workdir):
             lrs[name] = [float(row[1]) for row in list(csv.reader(handle))[1:]]
     assert lrs["Seesaw"] == [s["lr"] for s in result["steps"]]
     assert lrs["Samples"][:-1] == lrs["Seesaw"][1:] != lrs["Seesaw"][:-1]
+    # the seesaw_ds logger on rank 0 only: a progress line every 5th step and at the plan's
+    # last, a line at every batch change (stdout: the worker configures no logging)
     lines = [line for line in launcher_job.log.splitlines() if "[seesaw] step=" in line]
-    assert len(lines) == plan.optimizer_steps // 5
+    assert len(lines) == -(-plan.optimizer_steps // 5)
+    layouts = [(s.global_batch, s.grad_accum) for _, _, s in plan.iter_steps()]
+    changes = [line for line in launcher_job.log.splitlines()
+               if "[seesaw] batch change at step=" in line]
+    assert len(changes) == sum(a != b for a, b in zip(layouts, layouts[1:])) >= 10
 
 
 @pytest.mark.parametrize("stage", STAGES)
