@@ -20,6 +20,7 @@ the LR it uses is read from the same lookup.
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any, Callable, Dict, Optional
 
@@ -262,4 +263,5 @@ class SeesawEngineHook:
 
 def _steps_per_print(engine: Any) -> Optional[int]:
     getter = getattr(engine, "steps_per_print", None)
-    return getter() if callable(getter) else None
+    value = getter() if callable(getter) else None
+    return None if isinstance(value, float) and not math.isfinite(value) else value  # inf: never

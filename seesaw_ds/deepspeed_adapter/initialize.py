@@ -19,6 +19,7 @@ import os
 from typing import Any, Callable, Dict, Optional, Tuple, Union
 
 from seesaw_ds.config import load_config_file
+from seesaw_ds.deepspeed_adapter.drivers import refuse_foreign_driver
 from seesaw_ds.deepspeed_adapter.engine_hook import SeesawEngineHook
 from seesaw_ds.deepspeed_adapter.scheduler import SeesawLRScheduler
 from seesaw_ds.deepspeed_adapter.state import SeesawState
@@ -211,6 +212,7 @@ def initialize(
         ``mesh_param`` with a sequence-parallel size > 1 are refused before DeepSpeed is
         called; ``training_data`` must be map-style and non-empty (checked first too).
     """
+    refuse_foreign_driver()  # accelerate's prepare: one line naming the supported paths
     if lr_scheduler is not None:
         raise SeesawConfigError(
             "lr_scheduler= is set: Seesaw owns the LR schedule; remove the argument and put "
