@@ -45,13 +45,12 @@ from __future__ import annotations
 
 import copy
 import logging
-import math
 import os
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 import torch.utils.data
-from transformers import Trainer
+from transformers import Trainer, TrainerCallback
 
 from seesaw_ds.config import load_config_file
 from seesaw_ds.deepspeed_adapter.engine_hook import SeesawEngineHook
@@ -254,6 +253,37 @@ class _WindowCollate:
         return PlanWindow(items[0][0], [self.collate(groups[m]) for m in sorted(groups)])
 
 
+class _NoAccelerateBackward:
+    """Stands in for accelerate's ``DeepSpeedEngineWrapper`` once the hook owns the engine:
+    ``accelerator.backward`` would set the boundary and call ``engine.step()`` on accelerate's
+    fixed accumulation, so it is refused; the gradient norm still reads through."""
+
+    def __init__(self, engine: Any) -> None:
+        self.engine = engine
+
+    def backward(self, loss: Any, **kwargs: Any) -> None:
+        raise SeesawConfigError(
+            "accelerator.backward() on a Seesaw engine: accelerate's DeepSpeedEngineWrapper "
+            "decides the accumulation boundary and calls engine.step() itself, which cannot "
+            "follow the plan; keep SeesawTrainer.training_step (engine.backward, engine.step "
+            "per micro-batch)."
+        )
+
+    def get_global_grad_norm(self) -> Any:
+        norm = self.engine.get_global_grad_norm()
+        return norm.item() if hasattr(norm, "item") else norm
+
+
+class _AttachHook(TrainerCallback):
+    """Attaches the engine hook once the Trainer has built the engine, before any step."""
+
+    def __init__(self, trainer: "SeesawTrainer") -> None:
+        self.trainer = trainer
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.trainer._seesaw_hook(self.trainer.model_wrapped)
+
+
 # ---- the Trainer ----------------------------------------------------------------------------------
 
 
@@ -289,6 +319,7 @@ class SeesawTrainer(Trainer):
         self.seesaw: Optional[SeesawEngineHook] = None
         self._seesaw_step_lr: Optional[float] = None
         super().__init__(model=model, args=args, **kwargs)
+        self.add_callback(_AttachHook(self))
         if self.train_dataset is not None and not (
             hasattr(self.train_dataset, "__len__") and hasattr(self.train_dataset, "__getitem__")
         ):
@@ -372,6 +403,8 @@ class SeesawTrainer(Trainer):
         )
         engine.seesaw = hook
         self.seesaw = hook
+        if getattr(self.accelerator, "deepspeed_engine_wrapped", None) is not None:
+            self.accelerator.deepspeed_engine_wrapped = _NoAccelerateBackward(engine)
         return hook
 
     def training_step(self, model: Any, inputs: Any, num_items_in_batch: Any = None):

@@ -12,7 +12,8 @@ import os
 import sys
 
 import torch
-from transformers import GPT2Config, GPT2LMHeadModel, TrainerCallback, TrainingArguments
+from transformers import (GPT2Config, GPT2LMHeadModel, Trainer, TrainerCallback,
+                          TrainingArguments)
 
 from seesaw_ds.errors import SeesawConfigError
 from seesaw_ds.integrations.hf_trainer import SeesawTrainer
@@ -51,6 +52,16 @@ class StepRecorder(TrainerCallback):
         self.forwards.clear()
 
 
+class AccelerateBackward(SeesawTrainer):
+    """A user's override: HF's own training_step (accelerator.backward) per micro-batch."""
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        return sum(Trainer.training_step(self, model, micro) for micro in inputs)
+
+
+MODES = {"seesaw": SeesawTrainer, "accelerate_backward": AccelerateBackward}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--spec", required=True)
@@ -77,7 +88,7 @@ def main() -> None:
     model.register_forward_pre_hook(record, with_kwargs=True)
     recorder = StepRecorder(forwards)
     try:
-        trainer = SeesawTrainer(model=model, args=args,
+        trainer = MODES[spec.get("mode", "seesaw")](model=model, args=args,
                                 train_dataset=TokenData(config["seesaw"]["seq_length"]),
                                 callbacks=[recorder])
         trainer_box["trainer"] = trainer
