@@ -34,9 +34,10 @@ Note:
 Limitations:
     The DeepSpeed config must hold an ``optimizer`` section (its ``params.lr`` is the peak
     LR; ``"auto"`` takes ``args.learning_rate``); a client optimizer (``optimizers=``) or an
-    HF scheduler cannot be driven by the plan and is refused. ``resume_from_checkpoint`` is
-    refused (the Trainer's resume skips batches by a fixed count). A map-style
-    ``train_dataset`` is required. Each micro-batch's loss is its own mean, divided by the
+    HF scheduler cannot be driven by the plan and is refused. A map-style ``train_dataset``
+    is required. ``resume_from_checkpoint`` continues exactly (clock, batch, data position
+    from the engine checkpoint; the run's Seesaw fingerprint is checked), on the same
+    number of ranks. Each micro-batch's loss is its own mean, divided by the
     step's GAS (DeepSpeed's scaling): with padded, variable-length labels this weighs tokens
     like DeepSpeed does, not like HF's ``num_items_in_batch``.
 """
@@ -319,6 +320,7 @@ class SeesawTrainer(Trainer):
         self.seesaw: Optional[SeesawEngineHook] = None
         self._seesaw_step_lr: Optional[float] = None
         super().__init__(model=model, args=args, **kwargs)
+        self._attach_after_prepare()
         self.add_callback(_AttachHook(self))
         if self.train_dataset is not None and not (
             hasattr(self.train_dataset, "__len__") and hasattr(self.train_dataset, "__getitem__")
@@ -329,16 +331,29 @@ class SeesawTrainer(Trainer):
                 "global order; pass a map-style dataset."
             )
 
-    # ---- training entry --------------------------------------------------------------------
+    # ---- the engine: hooked as soon as accelerate has built it --------------------------
 
-    def train(self, resume_from_checkpoint: Any = None, *args: Any, **kwargs: Any):
-        if resume_from_checkpoint not in (None, False):
-            raise SeesawConfigError(
-                "SeesawTrainer.train(resume_from_checkpoint=...) is not supported: the "
-                "Trainer's resume skips a fixed number of batches while the Seesaw clock, "
-                "batch and data position live in the engine checkpoint; start a new run."
-            )
-        return super().train(None, *args, **kwargs)
+    def _attach_after_prepare(self) -> None:
+        """Wrap this Trainer's ``accelerator.prepare`` so the DeepSpeed engine it returns gets
+        the hook at once: before the Trainer loads a checkpoint into it (the hook's
+        ``load_checkpoint`` then restores clock, batch and checks the run's fingerprint)."""
+        prepare = self.accelerator.prepare
+
+        def prepare_then_attach(*objects: Any, **kwargs: Any) -> Any:
+            result = prepare(*objects, **kwargs)
+            from deepspeed import DeepSpeedEngine
+
+            for item in result if isinstance(result, tuple) else (result,):
+                if isinstance(item, DeepSpeedEngine):
+                    self._seesaw_hook(item)
+            return result
+
+        self.accelerator.prepare = prepare_then_attach
+
+    def get_resumed_dataloader(self, dataloader: Any, num_batches: int) -> Any:
+        """No skipping: the plan's sampler starts at the restored token clock."""
+        del num_batches
+        return dataloader
 
     # ---- the plan's scheduler, built where DeepSpeed builds its scheduler -------------------
 

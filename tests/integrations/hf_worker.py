@@ -72,7 +72,8 @@ def main() -> None:
     out = {"rank": rank}
     args = TrainingArguments(
         output_dir=spec["out"] + ".hf", deepspeed=config, report_to=[], logging_steps=1,
-        save_strategy="no", use_cpu=True, max_steps=spec.get("max_steps", -1),
+        save_strategy="steps" if spec.get("save_steps") else "no",
+        save_steps=spec.get("save_steps") or 500, use_cpu=True, max_steps=spec.get("max_steps", -1),
         gradient_accumulation_steps=spec.get("gas", 1), disable_tqdm=True,
     )
     model = make_model()
@@ -92,7 +93,7 @@ def main() -> None:
                                 train_dataset=TokenData(config["seesaw"]["seq_length"]),
                                 callbacks=[recorder])
         trainer_box["trainer"] = trainer
-        result = trainer.train()
+        result = trainer.train(resume_from_checkpoint=spec.get("resume"))
     except SeesawConfigError as error:
         out["error"] = str(error)
     else:

@@ -86,10 +86,25 @@ def run(script: str, spec: dict, workdir: Path, nproc: int, launcher: str) -> li
     return [json.loads(p.read_text()) for p in paths]
 
 
+RESUME_STEP = 24  # two steps after the batch grows 4 -> 8 (GAS 2 -> 4)
+
+
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    spec = {"config": seesaw_config()}
-    return run("hf_worker.py", spec, tmp_path_factory.mktemp("hf") / "job", 2, "deepspeed")
+def workdir(tmp_path_factory):
+    return tmp_path_factory.mktemp("hf")
+
+
+@pytest.fixture(scope="module")
+def trained(workdir):
+    spec = {"config": seesaw_config(), "save_steps": RESUME_STEP}
+    return run("hf_worker.py", spec, workdir / "job", 2, "deepspeed")
+
+
+@pytest.fixture(scope="module")
+def resumed(trained, workdir):
+    checkpoint = workdir / "job" / "result.hf" / f"checkpoint-{RESUME_STEP}"
+    spec = {"config": seesaw_config(), "resume": str(checkpoint)}
+    return run("hf_worker.py", spec, workdir / "resumed", 2, "deepspeed")
 
 
 def reference_weights(config: dict) -> list:
@@ -143,6 +158,17 @@ def test_trainer_weights_match_one_process_reference(trained):
     got, want = trained[0]["weights"], reference_weights(seesaw_config())
     diff = max(abs(a - b) for pa, pb in zip(got, want) for a, b in zip(pa, pb))
     assert diff < 1e-6
+
+
+@needs_launcher
+def test_trainer_resume_continues_the_same_steps_and_weights(trained, resumed):
+    assert "error" not in resumed[0], resumed[0].get("error")
+    for full, again in zip(trained, resumed):
+        assert again["global_step"] == full["global_step"]
+        assert again["consumed_tokens"] == full["consumed_tokens"]
+        assert again["steps"] == full["steps"][RESUME_STEP:]  # ids, LR, GAS of every forward
+    got, want = resumed[0]["weights"], trained[0]["weights"]
+    assert max(abs(a - b) for pa, pb in zip(got, want) for a, b in zip(pa, pb)) < 1e-7
 
 
 @needs_launcher
