@@ -211,6 +211,9 @@ def initialize(
         only: a ``PipelineModule``, ``sequence_parallel_size`` > 1, ``tensor_parallel`` or a
         ``mesh_param`` with a sequence-parallel size > 1 are refused before DeepSpeed is
         called; ``training_data`` must be map-style and non-empty (checked first too).
+        A call from accelerate's ``Accelerator.prepare`` (a shimmed ``deepspeed.initialize``)
+        is refused first: accelerate's engine wrapper fixes the accumulation and calls
+        ``engine.step()`` itself (see :mod:`seesaw_ds.deepspeed_adapter.drivers`).
     """
     refuse_foreign_driver()  # accelerate's prepare: one line naming the supported paths
     if lr_scheduler is not None:
