@@ -76,6 +76,8 @@ _AUTO_OPTIMIZER_PARAMS = {
 }
 
 
+_HF_DEFAULT_MICRO_BATCH = 8  # TrainingArguments.per_device_train_batch_size's default
+
 # ---- the DeepSpeed config: plan first, then what HF and DeepSpeed are handed ----------------
 
 
@@ -139,6 +141,11 @@ def _align_args(args: Any, validated: ValidatedConfig, hf_config: Dict[str, Any]
             f"{args.gradient_accumulation_steps}: the Seesaw plan sets the accumulation of "
             "every step (from the DeepSpeed config's batch triple and its growth); leave it at 1."
         )
+    if getattr(args, "auto_find_batch_size", False):
+        raise SeesawConfigError(
+            "TrainingArguments.auto_find_batch_size = True: the Seesaw plan sets every step's "
+            "micro-batch (from train_micro_batch_size_per_gpu); set it to False."
+        )
     plan = validated.plan
     if args.max_steps > plan.optimizer_steps:
         raise SeesawConfigError(
@@ -149,7 +156,13 @@ def _align_args(args: Any, validated: ValidatedConfig, hf_config: Dict[str, Any]
     if args.max_steps <= 0:
         args.max_steps = plan.optimizer_steps
     params = hf_config["optimizer"]["params"]
-    args.per_device_train_batch_size = hf_config["train_micro_batch_size_per_gpu"]
+    micro = hf_config["train_micro_batch_size_per_gpu"]
+    if args.per_device_train_batch_size not in (micro, _HF_DEFAULT_MICRO_BATCH):
+        _log.warning(
+            "SeesawTrainer: per_device_train_batch_size %s -> %s: the plan's micro-batch comes "
+            "from the DeepSpeed config (train_micro_batch_size_per_gpu and seesaw growth).",
+            args.per_device_train_batch_size, micro)
+    args.per_device_train_batch_size = micro
     args.learning_rate = float(params["lr"])
     if "betas" in params:
         args.adam_beta1, args.adam_beta2 = (float(b) for b in params["betas"])

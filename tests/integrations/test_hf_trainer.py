@@ -241,5 +241,7 @@ def test_trainer_config_refusals_name_the_field():
     validated, hf_config = trainer_ds_config(seesaw_config(), hf_args(), 2, device="cpu")
     with pytest.raises(SeesawConfigError, match="gradient_accumulation_steps = 4"):
         _align_args(hf_args(gradient_accumulation_steps=4), validated, hf_config)
+    with pytest.raises(SeesawConfigError, match="auto_find_batch_size = True"):
+        _align_args(hf_args(auto_find_batch_size=True), validated, hf_config)
     with pytest.raises(SeesawConfigError, match="max_steps = 29 but the plan ends after 28"):
         _align_args(hf_args(max_steps=29), validated, hf_config)
