@@ -18,8 +18,11 @@ from seesaw_ds.errors import SeesawConfigError
 
 __all__ = ["foreign_driver", "refuse_foreign_driver", "SUPPORTED_PATHS"]
 
-#: Frameworks whose engine wrapper owns the accumulation boundary and ``engine.step()``.
-_DRIVERS = ("accelerate",)
+#: Modules that build an engine to drive it with a wrapper owning the accumulation boundary
+#: and ``engine.step()`` (accelerate's ``Accelerator.prepare``), and the framework's name.
+#: Only these count: a script started by ``accelerate.notebook_launcher`` that calls
+#: ``seesaw_ds.initialize`` itself has accelerate's launcher frames on its stack and is fine.
+_DRIVERS = {"accelerate.accelerator": "accelerate", "accelerate.utils.deepspeed": "accelerate"}
 
 SUPPORTED_PATHS = (
     "for HF Trainer use seesaw_ds.integrations.hf_trainer.SeesawTrainer; otherwise call "
@@ -32,10 +35,9 @@ def foreign_driver(depth: int = 2) -> Optional[str]:
     """The driving framework whose code is on the call stack above the caller, if any."""
     frame = sys._getframe(depth)
     while frame is not None:
-        module = str(frame.f_globals.get("__name__", ""))
-        root = module.split(".", 1)[0]
-        if root in _DRIVERS:
-            return root
+        driver = _DRIVERS.get(str(frame.f_globals.get("__name__", "")))
+        if driver is not None:
+            return driver
         frame = frame.f_back
     return None
 

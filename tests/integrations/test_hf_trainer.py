@@ -208,6 +208,21 @@ def test_steps_per_print_infinity_is_accepted_as_never():
         validate_ds_config(config, 2)
 
 
+def _call_from(module: str):
+    """Call ``foreign_driver`` from a function whose module is ``module``."""
+    from seesaw_ds.deepspeed_adapter.drivers import foreign_driver
+
+    namespace = {"__name__": module, "foreign_driver": foreign_driver}
+    exec("def prepare():\n    return foreign_driver(depth=1)\n", namespace)
+    return namespace["prepare"]()
+
+
+def test_only_accelerates_prepare_counts_as_a_driver():
+    assert _call_from("accelerate.accelerator") == "accelerate"
+    assert _call_from("accelerate.launchers") is None  # notebook_launcher: user drives
+    assert _call_from("my_training_script") is None
+
+
 def hf_args(**overrides):
     values = dict(learning_rate=1e-3, adam_beta1=0.9, adam_beta2=0.999, adam_epsilon=1e-8,
                   weight_decay=0.0, max_grad_norm=1.0, gradient_accumulation_steps=1,
