@@ -75,6 +75,8 @@ def main() -> None:
         save_strategy="steps" if spec.get("save_steps") else "no",
         save_steps=spec.get("save_steps") or 500, use_cpu=True, max_steps=spec.get("max_steps", -1),
         gradient_accumulation_steps=spec.get("gas", 1), disable_tqdm=True,
+        eval_strategy="steps" if spec.get("eval_steps") else "no",
+        eval_steps=spec.get("eval_steps"), per_device_eval_batch_size=3,
     )
     model = make_model()
     forwards = []
@@ -91,6 +93,7 @@ def main() -> None:
     try:
         trainer = MODES[spec.get("mode", "seesaw")](model=model, args=args,
                                 train_dataset=TokenData(config["seesaw"]["seq_length"]),
+                                eval_dataset=TokenData(config["seesaw"]["seq_length"], 12),
                                 callbacks=[recorder])
         trainer_box["trainer"] = trainer
         result = trainer.train(resume_from_checkpoint=spec.get("resume"))
@@ -102,6 +105,8 @@ def main() -> None:
                    consumed_tokens=hook.consumed_tokens, hook_step=hook.step,
                    log_lrs=[e["learning_rate"] for e in trainer.state.log_history
                             if "learning_rate" in e],
+                   eval_losses=[e["eval_loss"] for e in trainer.state.log_history
+                                if "eval_loss" in e],
                    weights=[p.detach().double().flatten().tolist()
                             for p in trainer.model.parameters()] if rank == 0 else None)
     with open(f"{spec['out']}.rank{rank}.json", "w") as handle:
