@@ -99,7 +99,8 @@ def trainer_ds_config(
     """Validate ``config`` (dict or path, with a ``seesaw`` section) for a ``Trainer`` run.
 
     Returns ``(validated, hf_config)``: the plan, and the DeepSpeed config for HF (no
-    ``seesaw``; ``optimizer.params`` "auto" values resolved from ``args``; the batch triple
+    ``seesaw``; "auto" in ``optimizer.params``, ``gradient_clipping`` and
+    ``fp16``/``bf16.enabled`` resolved from ``args`` as HF does; the batch triple
     of a GAS-1 Trainer step at the plan's first micro-batch: the engine hook sets each
     step's real triple before its first micro-batch).
 
@@ -121,6 +122,11 @@ def trainer_ds_config(
     config["optimizer"] = dict(optimizer, params=params)
     if config.get("gradient_clipping", "auto") == "auto":
         config["gradient_clipping"] = args.max_grad_norm
+    for precision in ("fp16", "bf16"):  # HF's "auto": the TrainingArguments flag
+        section = config.get(precision)
+        if isinstance(section, dict) and section.get("enabled") == "auto":
+            config[precision] = dict(section, enabled=bool(
+                getattr(args, precision, False) or getattr(args, f"{precision}_full_eval", False)))
     validated = prepare_config(config, dp_size, device=device)
     first = validated.plan.at_tokens(validated.plan.first_runnable_tokens())
     hf_config = copy.deepcopy(validated.ds_config)

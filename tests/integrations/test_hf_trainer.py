@@ -237,7 +237,9 @@ def test_trainer_config_resolves_auto_and_runs_gas_one_trainer_steps():
     config = seesaw_config()
     config["optimizer"] = {"type": "AdamW", "params": {"lr": "auto", "betas": "auto"}}
     del config["gradient_clipping"]
-    validated, hf_config = trainer_ds_config(config, hf_args(), 2, device="cpu")
+    config.update(fp16={"enabled": "auto"}, bf16={"enabled": "auto"})  # fp16 would fail on CPU
+    validated, hf_config = trainer_ds_config(config, hf_args(bf16=True), 2, device="cpu")
+    assert (hf_config["fp16"]["enabled"], hf_config["bf16"]["enabled"]) == (False, True)
     assert validated.plan.peak_lr == 1e-3
     assert hf_config["optimizer"]["params"]["betas"] == [0.9, 0.999]
     assert hf_config["gradient_clipping"] == 1.0
