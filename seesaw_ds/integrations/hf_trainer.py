@@ -115,6 +115,11 @@ def trainer_ds_config(
             "optimizer (its params.lr is the peak LR) so the plan's scheduler drives it; add "
             "\"optimizer\": {\"type\": \"AdamW\", \"params\": {\"lr\": \"auto\"}}."
         )
+    if config.get("train_batch_size") == "auto":
+        raise SeesawConfigError(
+            "train_batch_size = \"auto\": the Seesaw plan starts from the config's "
+            "train_batch_size (the initial global batch in sequences); write the number."
+        )
     params = dict(optimizer.get("params") or {})
     for key, from_args in _AUTO_OPTIMIZER_PARAMS.items():
         if params.get(key) == "auto":

@@ -255,6 +255,9 @@ def test_trainer_config_refusals_name_the_field():
     del config["optimizer"]
     with pytest.raises(SeesawConfigError, match="no optimizer section"):
         trainer_ds_config(config, hf_args(), 2, device="cpu")
+    config = dict(seesaw_config(), train_batch_size="auto")
+    with pytest.raises(SeesawConfigError, match="train_batch_size = \"auto\""):
+        trainer_ds_config(config, hf_args(), 2, device="cpu")
     validated, hf_config = trainer_ds_config(seesaw_config(), hf_args(), 2, device="cpu")
     with pytest.raises(SeesawConfigError, match="gradient_accumulation_steps = 4"):
         _align_args(hf_args(gradient_accumulation_steps=4), validated, hf_config)
