@@ -29,8 +29,11 @@ setup(
         "matplotlib",
     ],
     extras_require={
-        "test": ["pytest", "hypothesis", "tensorboard"],
+        "test": ["pytest", "hypothesis", "tensorboard", "transformers>=5", "accelerate>=1.0"],
         "tensorboard": ["tensorboard"],
+        # seesaw_ds.integrations.hf_trainer (SeesawTrainer); tested with transformers 5.25.0
+        # and accelerate 1.16.0 (what pip resolves beside torch 2.13.0)
+        "hf": ["transformers>=5", "accelerate>=1.0"],
     },
     entry_points={"console_scripts": ["seesaw-ds=seesaw_ds.cli.main:main"]},
 )

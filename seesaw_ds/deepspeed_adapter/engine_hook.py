@@ -24,6 +24,7 @@ must carry the plan's micro-batch, and nothing trains past the plan's end.
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any, Callable, Dict, Optional
 
@@ -350,4 +351,5 @@ def _grad_enabled() -> bool:
 
 def _steps_per_print(engine: Any) -> Optional[int]:
     getter = getattr(engine, "steps_per_print", None)
-    return getter() if callable(getter) else None
+    value = getter() if callable(getter) else None
+    return None if isinstance(value, float) and not math.isfinite(value) else value  # inf: never

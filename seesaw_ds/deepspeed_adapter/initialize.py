@@ -27,6 +27,7 @@ from typing import Any, Callable, Dict, Optional, Tuple, Union
 from seesaw_ds.config import load_config_file
 from seesaw_ds.deepspeed_adapter.data_contract import (check_contract_options,
                                                        first_micro_batch_change)
+from seesaw_ds.deepspeed_adapter.drivers import refuse_foreign_driver
 from seesaw_ds.deepspeed_adapter.engine_hook import SeesawEngineHook
 from seesaw_ds.deepspeed_adapter.iterable import STREAMS
 from seesaw_ds.deepspeed_adapter.scheduler import SeesawLRScheduler
@@ -273,7 +274,11 @@ def initialize(
         called; ``training_data`` must be map-style and non-empty, or iterable (checked
         first too). Without ``training_data``, a plan whose per-rank micro-batch leaves the
         configured one (``growth_policy: micro_batch_first``) is refused.
+        A call from accelerate's ``Accelerator.prepare`` (a shimmed ``deepspeed.initialize``)
+        is refused first: accelerate's engine wrapper fixes the accumulation and calls
+        ``engine.step()`` itself (see :mod:`seesaw_ds.deepspeed_adapter.drivers`).
     """
+    refuse_foreign_driver()  # accelerate's prepare: one line naming the supported paths
     if lr_scheduler is not None:
         raise SeesawConfigError(
             "lr_scheduler= is set: Seesaw owns the LR schedule; remove the argument and put "

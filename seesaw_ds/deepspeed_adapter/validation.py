@@ -233,7 +233,9 @@ def validate_ds_config(
     section = seesaw_section_of(config)  # refuses a scheduler section; unknown/missing keys
     ds_config = copy.deepcopy(dict(config))
     del ds_config["seesaw"]
-    _check_numbers(ds_config, "")
+    # steps_per_print = Infinity (what accelerate writes) means "never print": accepted
+    _check_numbers({key: value for key, value in ds_config.items()
+                    if not (key == "steps_per_print" and value == math.inf)}, "")
     _check_optimizer_params(ds_config)
     _check_parallel_layout(ds_config)
     _check_checkpoint_engine(ds_config)
