@@ -147,14 +147,14 @@ def reset_megatron_globals() -> None:
     calculators.destroy_num_microbatches_calculator()
 
 
-def parse(argv, world_size=8) -> ParseResult:
+def parse(argv, world_size=8, model_args=None) -> ParseResult:
     """Megatron-LM's real parse_and_validate_args (+ set_global_variables) on ``argv``."""
     from megatron.training.arguments import parse_and_validate_args
 
     reset_megatron_globals()
     os.environ["WORLD_SIZE"], os.environ["RANK"], os.environ["LOCAL_RANK"] = (
         str(world_size), "0", "0")
-    sys.argv = ["pretrain_gpt.py", *MODEL_ARGS, *argv]
+    sys.argv = ["pretrain_gpt.py", *(MODEL_ARGS if model_args is None else model_args), *argv]
     out, err = io.StringIO(), io.StringIO()
     args, code = None, 0
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
@@ -227,6 +227,7 @@ class Replay:
         self.args, self.scheduler, self.optimizer = args, scheduler, optimizer
         self.records = {}
         self.microbatch_change_saves = 0
+        self.after_iteration = None
 
     def run(self, start_iteration, stop_at=None, failed_updates=()):
         from megatron.core.num_microbatches_calculator import (
@@ -273,6 +274,8 @@ class Replay:
             args.consumed_train_samples += dp_world * args.micro_batch_size * (
                 get_num_microbatches())
             assert get_current_global_batch_size() == get_current_running_global_batch_size()
+            if self.after_iteration is not None:  # train()'s logging, eval and save
+                self.after_iteration(iteration)
         return iteration
 
 
@@ -316,7 +319,8 @@ def check_shipped_config(path):
     config = load_config_file(path)
     plan = plan_for(args)
     samples = plan_samples(plan)
-    startup = [line for line in result.stdout.splitlines() if line.startswith("[seesaw] ")]
+    startup = [line for line in result.stdout.splitlines()
+               if line.startswith(f"[seesaw] {path}")]
     optimizer, scheduler = build_scheduler(args)
     dataset_samples = get_train_valid_test_num_samples()[0]
     replay = Replay(args, scheduler, optimizer)
@@ -524,6 +528,308 @@ def bad_inputs(config, tmp):
                     ["cannot read config", "missing.json"])
 
 
+
+# ---- issue 16: a user's real command line ----------------------------------------------------
+
+
+class _ScheduleChecksPassed(Exception):
+    """Raised where forward_backward_pipelining_with_interleaving has done its checks of the
+    micro-batch count and starts to build tensors."""
+
+
+def interleaved_schedule_accepts(num_microbatches, pp, group):
+    """Megatron's real forward_backward_pipelining_with_interleaving on a stub model: True
+    when it gets past its micro-batch checks, else the ValueError/RuntimeError it raises."""
+    import torch
+    from megatron.core.model_parallel_config import ModelParallelConfig
+    from megatron.core.pipeline_parallel import schedules
+
+    class Config(ModelParallelConfig):
+        @property
+        def hidden_size(self):  # first read right after the checks: stop there
+            raise _ScheduleChecksPassed()
+
+    config = Config(pipeline_model_parallel_size=pp, virtual_pipeline_model_parallel_size=2,
+                    microbatch_group_size_per_vp_stage=group, pipeline_dtype=torch.float32)
+
+    class Chunk(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.config = config
+            self.model_type = None
+
+    class Group:
+        def __init__(self, size):
+            self._size = size
+
+        def size(self):
+            return self._size
+
+        def rank(self):
+            return 0
+
+    class CudaToCpu(torch.overrides.TorchFunctionMode):
+        """The schedule allocates a token counter on "cuda" before its checks: CPU here."""
+
+        def __torch_function__(self, func, types_, args=(), kwargs=None):
+            kwargs = dict(kwargs or {})
+            if str(kwargs.get("device", "")).startswith("cuda"):
+                kwargs["device"] = "cpu"
+            return func(*args, **kwargs)
+
+    p2p = types.SimpleNamespace(config=config, pp_group=Group(pp))
+    groups = types.SimpleNamespace(tp=Group(1), cp=Group(1))
+    try:
+        with CudaToCpu():
+            schedules.forward_backward_pipelining_with_interleaving(
+                forward_step_func=None, data_iterator=[iter(()), iter(())],
+                model=[Chunk(), Chunk()], num_microbatches=num_microbatches, seq_length=1024,
+                micro_batch_size=2, p2p_communicator=p2p, pg_collection=groups)
+    except _ScheduleChecksPassed:
+        return True
+    except (ValueError, RuntimeError) as error:
+        return error
+    return True
+
+
+def check_interleaved_pipeline(config):
+    """150M B=256 on PP 2 with virtual stages, DP 8: every micro-batch count the calculator
+    gives over the whole run passes Megatron's own interleaved schedule."""
+    name = "pipeline:interleaved-pp2-vpp2-dp8"
+    probe = interleaved_schedule_accepts(3, 2, None)
+    if probe is True or "remainder" not in str(probe):
+        return report("FAIL", name, f"the real schedule accepted M=3 at PP 2: {probe}")
+    result = parse(seesaw_argv(config, extra=[
+        "--num-layers", "12", "--pipeline-model-parallel-size", "2",
+        "--num-virtual-stages-per-pipeline-rank", "2"]), world_size=16)
+    if result.code != 0:
+        return report("FAIL", name, f"exit {result.code}: {result.stderr.strip()[-300:]}")
+    args = result.args
+    optimizer, scheduler = build_scheduler(args)
+    replay = Replay(args, scheduler, optimizer)
+    replay.run(0)
+    counts = sorted({record[2] for record in replay.records.values()})
+    group = getattr(args, "microbatch_group_size_per_vp_stage", None)
+    refused = {count: interleaved_schedule_accepts(count, 2, group) for count in counts}
+    refused = {count: str(error)[:80] for count, error in refused.items() if error is not True}
+    plan = plan_for(args)
+    steps, off, extra = compare_with_plan(plan, replay.records, args.data_parallel_size,
+                                          args.micro_batch_size)
+    ok = (not refused and not off and not extra and args.virtual_pipeline_model_parallel_size
+          == 2 and args.data_parallel_size == 8)
+    report("PASS" if ok else "FAIL", name,
+           f"vpp {args.virtual_pipeline_model_parallel_size}, dp {args.data_parallel_size}, "
+           f"batch multiple {plan.batch_multiple}: {len(counts)} distinct micro-batch counts "
+           f"over {steps} iterations, refused by forward_backward_pipelining_with_interleaving"
+           f": {refused or 'none'}; {len(off)} iterations off the plan")
+
+
+def frozen_microbatch_inputs(config):
+    """Features that freeze the micro-batch count: refused by name, one line."""
+    cases = [("--cuda-graph-impl", ["--cuda-graph-impl", "full_iteration"],
+              "--cuda-graph-impl full_iteration cannot be combined with --seesaw-config"),
+             ("--cuda-graph-impl-te", ["--cuda-graph-impl", "transformer_engine"],
+              "--cuda-graph-impl transformer_engine cannot be combined"),
+             ("--enable-cuda-graph", ["--enable-cuda-graph"],
+              "--enable-cuda-graph cannot be combined with --seesaw-config"),
+             ("--external-cuda-graph", ["--external-cuda-graph"],
+              "--external-cuda-graph cannot be combined with --seesaw-config"),
+             ("--hybrid-context-parallel", ["--hybrid-context-parallel"],
+              "--hybrid-context-parallel cannot be combined with --seesaw-config")]
+    for name, extra, expect in cases:
+        check_bad_input(f"frozen:{name}", seesaw_argv(config, extra=extra), [expect])
+
+
+def conflict_inputs(config):
+    """Every conflict in one line; a written flag at Megatron's default is compared."""
+    check_bad_input("all-at-once", seesaw_argv(config, extra=[
+        "--lr-decay-style", "cosine", "--min-lr", "0.0", "--weight-decay", "0.01",
+        "--train-iters", "100"]),
+        ["4 conflicts with --seesaw-config, all listed: (1) --lr-decay-style cannot",
+         "(2) --min-lr cannot", "(3) --weight-decay 0.01 differs", "(4) --train-iters 100"])
+    check_bad_input("written-default:--weight-decay", seesaw_argv(config, extra=[
+        "--weight-decay", "0.01"]),
+        ["--weight-decay 0.01 differs from the config's optimizer.params.weight_decay = 0.0"])
+    check_bad_input("written-default:--lr-decay-style", seesaw_argv(config, extra=[
+        "--lr-decay-style", "linear"]),
+        ["--lr-decay-style cannot be combined with --seesaw-config"])
+
+
+def _config_copy(config, tmp, name, **seesaw_or_optimizer):
+    with open(config) as handle:
+        data = json.load(handle)
+    data["seesaw"].update(seesaw_or_optimizer.pop("seesaw", {}))
+    data["optimizer"]["params"].update(seesaw_or_optimizer.pop("params", {}))
+    path = os.path.join(tmp, name)
+    with open(path, "w") as handle:
+        json.dump(data, handle)
+    return path
+
+
+def _call_one_line(call):
+    out, err = io.StringIO(), io.StringIO()
+    code = 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            call()
+        except SystemExit as stop:
+            code = stop.code
+        except BaseException:  # noqa: BLE001
+            traceback.print_exc()
+            code = "traceback"
+    return code, [line for line in err.getvalue().splitlines() if line.strip()]
+
+
+def check_resume_refusals(config, tmp):
+    """(a) another peak LR, (b) a checkpoint of a run without the plan (refused, then joined
+    with --seesaw-join-checkpoint): the scheduler state Megatron-LM's load_checkpoint hands
+    to load_state_dict, refused in one line with exit 2."""
+    from megatron.core.num_microbatches_calculator import update_num_microbatches
+
+    result = parse(seesaw_argv(config))
+    args = result.args
+    optimizer, scheduler = build_scheduler(args)
+    Replay(args, scheduler, optimizer).run(0, stop_at=3000)
+    saved = json.loads(json.dumps(scheduler.state_dict()))
+    consumed = args.consumed_train_samples
+    half = _config_copy(config, tmp, "half_lr.json", params={"lr": 0.0015})
+    args = parse(seesaw_argv(half)).args
+    optimizer, scheduler = build_scheduler(args)
+    code, lines = _call_one_line(lambda: scheduler.load_state_dict(saved))
+    ok = code == 2 and len(lines) == 1 and "different seesaw plan" in lines[0]
+    report("PASS" if ok else "FAIL", "resume:changed-peak-lr",
+           f"a checkpoint of peak lr 0.003 loaded under peak 0.0015: exit {code}, {lines}")
+    # a checkpoint of Megatron-LM's own scheduler (no --seesaw-config)
+    plain = parse(["--seq-length", "1024", "--max-position-embeddings", "1024",
+                   "--micro-batch-size", "2", "--global-batch-size", "256", "--lr", "0.003",
+                   "--lr-decay-style", "cosine", "--train-samples", "3222672"])
+    if plain.code != 0:
+        return report("FAIL", "resume:non-seesaw-checkpoint", plain.stderr.strip()[-300:])
+    _, megatron_scheduler = build_scheduler(plain.args)
+    megatron_scheduler.step(increment=consumed)
+    foreign = json.loads(json.dumps(megatron_scheduler.state_dict()))
+    for flag, expect_code in (([], 2), (["--seesaw-join-checkpoint"], 0)):
+        args = parse(seesaw_argv(config, extra=flag)).args
+        optimizer, scheduler = build_scheduler(args)
+        args.consumed_train_samples = consumed  # what load_checkpoint restores first
+        update_num_microbatches(consumed_samples=consumed, verbose=False)
+        code, lines = _call_one_line(lambda: scheduler.load_state_dict(foreign))
+        plan = plan_for(args)
+        lr_ok = optimizer.param_groups[0]["lr"] == plan.at_samples(consumed).lr
+        if expect_code == 2:
+            ok = code == 2 and len(lines) == 1 and "--seesaw-join-checkpoint" in lines[0]
+            detail = f"Megatron's OptimizerParamScheduler state: exit {code}, {lines}"
+        else:
+            ok = code == 0 and not lines and lr_ok and scheduler.num_steps == consumed
+            detail = (f"with --seesaw-join-checkpoint: accepted at {scheduler.num_steps} "
+                      f"samples, LR = the plan's there: {lr_ok}")
+        report("PASS" if ok else "FAIL",
+               "resume:non-seesaw-checkpoint" + ("+join" if flag else ""), detail)
+
+
+def check_seesaw_checkpoint_without_config():
+    """The patched load_checkpoint refuses a seesaw checkpoint without --seesaw-config, one
+    line naming the flag (its guard read from the source, the refusal called)."""
+    import inspect
+
+    from megatron.training import checkpointing
+
+    from seesaw_ds.megatron_adapter.megatron_lm import refuse_seesaw_checkpoint
+
+    name = "resume:seesaw-checkpoint-without-config"
+    source = " ".join(inspect.getsource(checkpointing.load_checkpoint).split())
+    guard = ("if getattr(args, 'seesaw_config', None) is None and 'plan' in state_dict.get( "
+             "'opt_param_scheduler', {}):")
+    before = source.find(guard) < source.find(
+        "opt_param_scheduler.load_state_dict(state_dict['opt_param_scheduler'])")
+    code, lines = _call_one_line(lambda: refuse_seesaw_checkpoint("ckpt/iter_0003000"))
+    ok = guard in source and before and code == 2 and len(lines) == 1 and (
+        "--seesaw-config FILE" in lines[0])
+    report("PASS" if ok else "FAIL", name,
+           f"guard before the scheduler load: {guard in source and before}; exit {code}, "
+           f"{lines}")
+
+
+def check_token_intervals(config, tmp):
+    """seesaw.save/eval_interval_tokens: the patched train() conditions (_interval_due, run
+    for real on every iteration) save and evaluate once per interval of tokens."""
+    from megatron.training import training
+
+    name = "interval:tokens"
+    path = _config_copy(config, tmp, "intervals.json",
+                        seesaw={"save_interval_tokens": "1B", "eval_interval_tokens": "250M"})
+    no_eval_interval = MODEL_ARGS[:MODEL_ARGS.index("--eval-interval")] + MODEL_ARGS[
+        MODEL_ARGS.index("--eval-interval") + 2:]
+    result = parse(seesaw_argv(path, extra=["--save", os.path.join(tmp, "ckpt")]),
+                   model_args=no_eval_interval)
+    if result.code != 0 or not hasattr(training, "_interval_due"):
+        return report("FAIL", name, f"exit {result.code}: {result.stderr.strip()[-300:]}")
+    args = result.args
+    optimizer, scheduler = build_scheduler(args)
+    replay = Replay(args, scheduler, optimizer)
+    saves, evals = [], []
+
+    def after_iteration(iteration):
+        if training._interval_due(args, "save", iteration):
+            saves.append(args.consumed_train_samples * 1024)
+        if training._interval_due(args, "eval", iteration):
+            evals.append(args.consumed_train_samples * 1024)
+
+    replay.after_iteration = after_iteration
+    replay.run(0)
+    save_slots = [int(tokens // 1e9) for tokens in saves]
+    eval_slots = [int(tokens // 2.5e8) for tokens in evals]
+    ok = save_slots == [1, 2, 3] and eval_slots == list(range(1, 14))
+    report("PASS" if ok else "FAIL", name,
+           f"saves at tokens {[f'{t:.4g}' for t in saves]}, {len(evals)} evals (one per "
+           f"250M tokens: {eval_slots == list(range(1, 14))}); --save-interval set to "
+           f"{args.save_interval}, --eval-interval {args.eval_interval} (initial batch)")
+    result = parse(seesaw_argv(config, extra=["--save", os.path.join(tmp, "ckpt"),
+                                              "--save-interval", "1000"]))
+    lines = [line for line in result.stdout.splitlines() if "counts iterations" in line]
+    ok = result.code == 0 and len(lines) == 2 and "every 2.621e+08 tokens at batch 256, " \
+        "every 2.589e+09 at batch 2528" in lines[0]
+    report("PASS" if ok else "FAIL", "interval:iterations-converted-at-start-up",
+           f"{lines}")
+    check_bad_input("interval:both", seesaw_argv(path, extra=["--eval-interval", "1000"]),
+                    ["--eval-interval 1000 and seesaw.eval_interval_tokens = 250M both set"])
+
+
+def check_seesaw_metrics(config):
+    """training_log's hook writes the plan's phase, tokens, batch and the LR the step used."""
+    import inspect
+
+    from megatron.training import training
+
+    from seesaw_ds.megatron_adapter.megatron_lm import log_metrics
+
+    name = "log:seesaw-metrics"
+    hooked = "log_metrics(writer, wandb_writer, iteration, args)" in inspect.getsource(
+        training.training_log)
+    args = parse(seesaw_argv(config)).args
+    optimizer, scheduler = build_scheduler(args)
+    replay = Replay(args, scheduler, optimizer)
+    logged = {}
+
+    class Writer:
+        def add_scalar(self, key, value, iteration):
+            logged.setdefault(iteration, {})[key] = value
+
+    def after_iteration(iteration):
+        log_metrics(Writer(), None, iteration, args)
+
+    replay.after_iteration = after_iteration
+    replay.run(0, stop_at=4000)
+    plan = plan_for(args)
+    wrong = [it for it, (samples, batch, _, lrs) in replay.records.items()
+             if logged[it + 1]["seesaw/lr"] != lrs[0] or logged[it + 1]["seesaw/global-batch"]
+             != batch or logged[it + 1]["seesaw/tokens"] != (samples + batch) * 1024
+             or logged[it + 1]["seesaw/phase"] != plan.at_samples(samples).phase_index]
+    report("PASS" if hooked and not wrong else "FAIL", name,
+           f"hook in training_log: {hooked}; seesaw/lr, global-batch, tokens, phase of 4000 "
+           f"iterations equal the LR and batch each used: {not wrong} (first off {wrong[:2]})")
+
+
 def run_pretrain_gpt(checkout, argv) -> None:
     """``python pretrain_gpt.py ARGV`` of the patched copy, with the CPU stubs."""
     import runpy
@@ -553,7 +859,8 @@ def check_pretrain_gpt(checkout, config, tmp):
     report("PASS" if ok else "FAIL", "pretrain_gpt.py:bad-input",
            f"exit {done.returncode}, stderr {lines if len(lines) < 4 else lines[-3:]}")
     done = pretrain_gpt(checkout, seesaw_argv(config))
-    startup = [line for line in done.stdout.splitlines() if line.startswith("[seesaw] ")]
+    startup = [line for line in done.stdout.splitlines()
+               if line.startswith(f"[seesaw] {config}")]
     cuda = "Megatron requires CUDA" in done.stderr
     ok = len(startup) == 1 and "train samples" in startup[0] and cuda
     report("PASS" if ok else "FAIL", "pretrain_gpt.py:start",
@@ -592,6 +899,15 @@ def main(argv) -> int:
                     check_no_microbatch_checkpoint, (main_config,)),
                    ("length", check_lengths, (main_config,)),
                    ("bad", bad_inputs, (main_config, tmp)),
+                   ("pipeline:interleaved-pp2-vpp2-dp8", check_interleaved_pipeline,
+                    (main_config,)),
+                   ("bad:frozen", frozen_microbatch_inputs, (main_config,)),
+                   ("bad:conflicts", conflict_inputs, (main_config,)),
+                   ("resume", check_resume_refusals, (main_config, tmp)),
+                   ("resume:seesaw-checkpoint-without-config",
+                    check_seesaw_checkpoint_without_config, ()),
+                   ("interval", check_token_intervals, (main_config, tmp)),
+                   ("log:seesaw-metrics", check_seesaw_metrics, (main_config,)),
                    ("pretrain_gpt.py", check_pretrain_gpt, (checkout, main_config, tmp))]
         for name, check, check_args in checks:
             try:

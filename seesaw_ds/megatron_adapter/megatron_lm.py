@@ -12,7 +12,8 @@ on stderr and exit status 2, before any model is built:
 4. :func:`build_param_scheduler` in ``get_optimizer_param_scheduler``: the plan's LR,
    following the calculator's consumed-sample count.
 
-Also called by the patch: :func:`interval_due` (``train()``'s save and eval conditions:
+Also called by the patch: :func:`log_metrics` (``training_log``: the plan's phase, tokens,
+batch and the LR the step used, to TensorBoard and W&B), :func:`interval_due` (``train()``'s save and eval conditions:
 ``seesaw.save_interval_tokens`` / ``eval_interval_tokens``) and
 :func:`refuse_seesaw_checkpoint` (``load_checkpoint`` without ``--seesaw-config`` of a
 checkpoint that holds a seesaw plan). A refusal met later, inside ``load_checkpoint`` or
@@ -39,7 +40,7 @@ from seesaw_ds.megatron_adapter.args import (
 from seesaw_ds.megatron_adapter.samples import plan_samples
 
 __all__ = ["record_explicit_flags", "configure_args", "install", "build_param_scheduler",
-           "interval_due", "refuse_seesaw_checkpoint"]
+           "interval_due", "refuse_seesaw_checkpoint", "seesaw_metrics", "log_metrics"]
 
 _T = TypeVar("_T")
 
@@ -159,3 +160,30 @@ def refuse_seesaw_checkpoint(checkpoint_name: Any) -> None:
         f"{checkpoint_name} was trained with --seesaw-config: its LR and batch follow a "
         "seesaw plan that Megatron-LM's own scheduler cannot continue. Resume with the same "
         "--seesaw-config FILE (or --finetune to start a new schedule on its weights).")
+
+
+def seesaw_metrics(args: Any) -> dict:
+    """What the step just taken followed: ``seesaw/phase``, ``seesaw/tokens`` (consumed
+    after it), ``seesaw/global-batch`` and ``seesaw/lr`` (the LR it used, peak group; Megatron's
+    own ``learning-rate`` already shows the next step's)."""
+    from megatron.core import num_microbatches_calculator as calculators
+
+    calculator = calculators._GLOBAL_NUM_MICROBATCHES_CALCULATOR
+    plan = calculator.plan
+    setting = plan.at_samples(calculator.consumed_samples)
+    return {
+        "seesaw/phase": setting.phase_index,
+        "seesaw/tokens": int(args.consumed_train_samples) * plan.seq_length,
+        "seesaw/global-batch": setting.global_batch,
+        "seesaw/lr": setting.lr,
+    }
+
+
+def log_metrics(writer: Any, wandb_writer: Any, iteration: int, args: Any) -> None:
+    """``training_log``'s hook: :func:`seesaw_metrics` to TensorBoard and W&B."""
+    metrics = seesaw_metrics(args)
+    if writer is not None:
+        for name, value in metrics.items():
+            writer.add_scalar(name, value, iteration)
+    if wandb_writer:
+        wandb_writer.log(metrics, iteration)
