@@ -532,6 +532,22 @@ def bad_inputs(config, tmp):
 # ---- issue 16: a user's real command line ----------------------------------------------------
 
 
+def cuda_to_cpu():
+    """A torch function mode that creates on the CPU what Megatron's code creates with
+    ``device="cuda"`` (a token counter in the schedules, the iteration all-reduce in
+    ``read_metadata``): the one CUDA stub these checks need to run that code."""
+    import torch
+
+    class CudaToCpu(torch.overrides.TorchFunctionMode):
+        def __torch_function__(self, func, types_, args=(), kwargs=None):
+            kwargs = dict(kwargs or {})
+            if str(kwargs.get("device", "")).startswith("cuda"):
+                kwargs["device"] = "cpu"
+            return func(*args, **kwargs)
+
+    return CudaToCpu()
+
+
 class _ScheduleChecksPassed(Exception):
     """Raised where forward_backward_pipelining_with_interleaving has done its checks of the
     micro-batch count and starts to build tensors."""
@@ -568,19 +584,10 @@ def interleaved_schedule_accepts(num_microbatches, pp, group):
         def rank(self):
             return 0
 
-    class CudaToCpu(torch.overrides.TorchFunctionMode):
-        """The schedule allocates a token counter on "cuda" before its checks: CPU here."""
-
-        def __torch_function__(self, func, types_, args=(), kwargs=None):
-            kwargs = dict(kwargs or {})
-            if str(kwargs.get("device", "")).startswith("cuda"):
-                kwargs["device"] = "cpu"
-            return func(*args, **kwargs)
-
     p2p = types.SimpleNamespace(config=config, pp_group=Group(pp))
     groups = types.SimpleNamespace(tp=Group(1), cp=Group(1))
     try:
-        with CudaToCpu():
+        with cuda_to_cpu():  # a token counter allocated on "cuda" before the checks
             schedules.forward_backward_pipelining_with_interleaving(
                 forward_step_func=None, data_iterator=[iter(()), iter(())],
                 model=[Chunk(), Chunk()], num_microbatches=num_microbatches, seq_length=1024,
@@ -830,6 +837,176 @@ def check_seesaw_metrics(config):
            f"iterations equal the LR and batch each used: {not wrong} (first off {wrong[:2]})")
 
 
+
+_PROCESS_GROUP = []
+
+
+def one_rank_process_group():
+    """torch.distributed (gloo, world 1) and megatron-core's parallel_state, once."""
+    import torch
+    import torch.distributed as dist
+    from megatron.core import parallel_state
+
+    if not _PROCESS_GROUP:
+        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+        with __import__("socket").socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            os.environ["MASTER_PORT"] = str(sock.getsockname()[1])
+        dist.init_process_group("gloo", rank=0, world_size=1)
+        parallel_state.initialize_model_parallel()
+        torch.cuda.get_rng_state = torch.get_rng_state  # save_checkpoint asks it always
+        _PROCESS_GROUP.append(True)
+
+
+def _checkpoint_model():
+    import torch
+
+    class Model(torch.nn.Module):
+        """What save/load_checkpoint read of a model chunk (torch format)."""
+
+        def __init__(self):
+            super().__init__()
+            self.linear = torch.nn.Linear(4, 4)
+
+        def state_dict_for_save_checkpoint(self, prefix="", keep_vars=False):
+            return self.state_dict(prefix=prefix, keep_vars=keep_vars)
+
+    return [Model()]
+
+
+def _trained_state(args):
+    """Model, optimizer (with AdamW state) and scheduler as the training loop builds them."""
+    import torch
+
+    from megatron.training.training import get_optimizer_param_scheduler
+
+    model = _checkpoint_model()
+    optimizer = megatron_style_optimizer(args)
+    optimizer.is_stub_optimizer = False
+    optimizer.add_param_group({"params": list(model[0].parameters()), "max_lr": args.lr,
+                               "min_lr": args.min_lr, "wd_mult": 1.0})
+    scheduler = get_optimizer_param_scheduler(optimizer)
+    for param in model[0].parameters():
+        param.grad = torch.ones_like(param)
+    optimizer.step()  # AdamW state (exp_avg, exp_avg_sq) to save and restore
+    optimizer.zero_grad()
+    return model, optimizer, scheduler
+
+
+def _real_save(args, iteration, model, optimizer, scheduler):
+    from megatron.training.checkpointing import save_checkpoint
+
+    with cuda_to_cpu(), contextlib.redirect_stdout(io.StringIO()):
+        save_checkpoint(iteration, model, optimizer, scheduler, 0)
+
+
+def _real_load(args, model, optimizer, scheduler):
+    from megatron.training.checkpointing import load_checkpoint
+
+    with cuda_to_cpu(), contextlib.redirect_stdout(io.StringIO()):
+        return load_checkpoint(model, optimizer, scheduler)
+
+
+def _ckpt_argv(directory, extra=()):
+    return ["--save", directory, "--load", directory, "--ckpt-format", "torch",
+            "--save-interval", "1000", "--no-save-rng", "--no-load-rng", *extra]
+
+
+def check_real_checkpoint(config, tmp):
+    """Megatron-LM's own save_checkpoint / load_checkpoint (torch format, one gloo rank)
+    mid-run, with failed updates right before the save: every iteration before and after
+    equals the plan; model, AdamW state, consumed samples and scheduler come back."""
+    import torch
+
+    name = "checkpoint:real-save-load-torch"
+    one_rank_process_group()
+    directory = os.path.join(tmp, "ckpt_seesaw")
+    argv = seesaw_argv(config, extra=_ckpt_argv(directory))
+    result = parse(argv, world_size=1)
+    if result.code != 0:
+        return report("FAIL", name, result.stderr.strip()[-300:])
+    args = result.args
+    plan = plan_for(args)
+    model, optimizer, scheduler = _trained_state(args)
+    replay = Replay(args, scheduler, optimizer)
+    resume_at = 4433
+    failed = {10, resume_at - 1}
+    stopped = replay.run(0, stop_at=resume_at, failed_updates=failed)
+    _real_save(args, stopped, model, optimizer, scheduler)
+    saved_samples = args.consumed_train_samples
+    saved_state = [dict(state) for state in optimizer.state.values()]
+    weights = [param.detach().clone() for param in model[0].parameters()]
+
+    args = parse(argv, world_size=1).args
+    model, optimizer, scheduler = _trained_state(args)
+    iteration, _ = _real_load(args, model, optimizer, scheduler)
+    restored = (iteration == stopped and args.consumed_train_samples == saved_samples
+                and all(torch.equal(a, b) for a, b in zip(weights, model[0].parameters()))
+                and all(torch.equal(old["exp_avg"], new["exp_avg"]) for old, new in
+                        zip(saved_state, optimizer.state.values())))
+    resumed = Replay(args, scheduler, optimizer)
+    resumed.records = replay.records
+    resumed.run(iteration, failed_updates=failed)
+    steps, off, extra = compare_with_plan(plan, resumed.records, 1, args.micro_batch_size)
+    report("PASS" if restored and not off and not extra else "FAIL", name,
+           f"saved at iteration {stopped} ({saved_samples} samples, failed updates "
+           f"{sorted(failed)}), loaded by load_checkpoint: iteration, consumed samples, "
+           f"weights and AdamW state restored: {restored}; {len(off)} of {steps} iterations "
+           f"off the plan (first {off[:1]})")
+    return directory
+
+
+def check_real_checkpoint_refusals(config, tmp, seesaw_directory):
+    """The refusals of resume through Megatron-LM's own load_checkpoint: a checkpoint of a
+    run without the plan (then joined), a seesaw checkpoint without --seesaw-config."""
+    one_rank_process_group()
+    plain_directory = os.path.join(tmp, "ckpt_plain")
+    plain_argv = ["--seq-length", "1024", "--max-position-embeddings", "1024",
+                  "--micro-batch-size", "2", "--global-batch-size", "256", "--lr", "0.003",
+                  "--lr-decay-style", "cosine", "--train-samples", "3222672"]
+    args = parse(plain_argv + _ckpt_argv(plain_directory), world_size=1).args
+    model, optimizer, scheduler = _trained_state(args)
+    args.consumed_train_samples = 256 * 3000
+    scheduler.step(increment=256 * 3000)
+    _real_save(args, 3000, model, optimizer, scheduler)
+    for extra, name in (([], "checkpoint:real-load-non-seesaw"),
+                        (["--seesaw-join-checkpoint"], "checkpoint:real-load-non-seesaw+join")):
+        args = parse(seesaw_argv(config, extra=_ckpt_argv(plain_directory, extra)),
+                     world_size=1).args
+        model, optimizer, scheduler = _trained_state(args)
+        code, lines = _call_one_line(lambda: _real_load(args, model, optimizer, scheduler))
+        ours = [line for line in lines if line.startswith("--seesaw-config:")]
+        if not extra:
+            ok = code == 2 and len(ours) == 1 and "--seesaw-join-checkpoint" in ours[0] and \
+                not any("Traceback" in line for line in lines)
+            detail = f"exit {code}: {ours}"
+        else:
+            lr = plan_for(args).at_samples(256 * 3000).lr
+            ok = code == 0 and scheduler.num_steps == 256 * 3000 and \
+                optimizer.param_groups[0]["lr"] == lr
+            detail = (f"exit {code}, plan entered at {scheduler.num_steps} samples, LR the "
+                      f"plan's there: {optimizer.param_groups[0]['lr'] == lr}")
+        report("PASS" if ok else "FAIL", name, detail)
+    if seesaw_directory is None:
+        return report("FAIL", "checkpoint:real-load-seesaw-without-config", "no checkpoint")
+    args = parse(plain_argv + _ckpt_argv(seesaw_directory), world_size=1).args
+    model, optimizer, scheduler = _trained_state(args)
+    code, lines = _call_one_line(lambda: _real_load(args, model, optimizer, scheduler))
+    ours = [line for line in lines if line.startswith("--seesaw-config:")]
+    ok = code == 2 and len(ours) == 1 and "--seesaw-config FILE" in ours[0] and not any(
+        "Traceback" in line for line in lines)
+    report("PASS" if ok else "FAIL", "checkpoint:real-load-seesaw-without-config",
+           f"exit {code}: {ours}")
+
+
+def real_checkpoints(config, tmp):
+    directory = None
+    try:
+        directory = check_real_checkpoint(config, tmp)
+    finally:
+        check_real_checkpoint_refusals(config, tmp, directory)
+
+
 def run_pretrain_gpt(checkout, argv) -> None:
     """``python pretrain_gpt.py ARGV`` of the patched copy, with the CPU stubs."""
     import runpy
@@ -908,6 +1085,7 @@ def main(argv) -> int:
                     check_seesaw_checkpoint_without_config, ()),
                    ("interval", check_token_intervals, (main_config, tmp)),
                    ("log:seesaw-metrics", check_seesaw_metrics, (main_config,)),
+                   ("checkpoint:real", real_checkpoints, (main_config, tmp)),
                    ("pretrain_gpt.py", check_pretrain_gpt, (checkout, main_config, tmp))]
         for name, check, check_args in checks:
             try:
