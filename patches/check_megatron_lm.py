@@ -1007,6 +1007,61 @@ def real_checkpoints(config, tmp):
         check_real_checkpoint_refusals(config, tmp, directory)
 
 
+
+def check_real_samplers(config):
+    """Megatron-LM's own build_pretraining_data_loader (single and cyclic samplers) read by
+    the plan's steps: each step takes exactly the next global batch of samples, and a loader
+    rebuilt at a checkpoint's consumed samples continues where the first one was."""
+    import torch
+    from megatron.training.datasets.data_samplers import build_pretraining_data_loader
+
+    one_rank_process_group()
+    for kind in ("single", "cyclic"):
+        name = f"data:real-sampler-{kind}"
+        result = parse(seesaw_argv(config, extra=["--num-workers", "0", "--dataloader-type",
+                                                  kind]), world_size=1)
+        if result.code != 0:
+            report("FAIL", name, result.stderr.strip()[-300:])
+            continue
+        args = result.args
+        plan = plan_for(args)
+
+        class Indices(torch.utils.data.Dataset):
+            def __len__(self):
+                return args.train_samples
+
+            def __getitem__(self, index):
+                return index
+
+        def read(loader, count):
+            return [int(i) for _ in range(count) for i in next(loader)]
+
+        loader = iter(build_pretraining_data_loader(Indices(), 0))
+        steps = list(plan.iter_steps())
+        resume_at = len(steps) // 2
+        seen, problems, resumed = [], [], None
+        for index, (_, tokens, setting) in enumerate(steps):
+            consumed = tokens // plan.seq_length
+            if index == resume_at:
+                resumed = iter(build_pretraining_data_loader(Indices(), consumed))
+            taken = read(loader, setting.grad_accum)
+            if resumed is not None and read(resumed, setting.grad_accum) != taken:
+                problems.append(f"resumed loader differs at step {index}")
+            if kind == "single" and taken != list(range(consumed,
+                                                          consumed + setting.global_batch)):
+                problems.append(f"step {index} read {taken[:3]}.., not from {consumed}")
+            seen += taken
+        if sorted(seen) != list(range(args.train_samples)):
+            problems.append(f"{len(seen)} samples read, {len(set(seen))} distinct, of "
+                            f"{args.train_samples}")
+        report("FAIL" if problems else "PASS", name,
+               "; ".join(problems[:2]) or
+               f"{len(steps)} steps of {plan.initial_batch}->"
+               f"{max(p.global_batch for p in plan.phases)} samples read every one of the "
+               f"{args.train_samples} train samples once; a loader rebuilt at step "
+               f"{resume_at}'s consumed samples reads the same")
+
+
 def run_pretrain_gpt(checkout, argv) -> None:
     """``python pretrain_gpt.py ARGV`` of the patched copy, with the CPU stubs."""
     import runpy
@@ -1086,6 +1141,8 @@ def main(argv) -> int:
                    ("interval", check_token_intervals, (main_config, tmp)),
                    ("log:seesaw-metrics", check_seesaw_metrics, (main_config,)),
                    ("checkpoint:real", real_checkpoints, (main_config, tmp)),
+                   ("data:real-sampler", check_real_samplers,
+                    (os.path.join(REPO, "ds_configs", "tiny_seesaw.json"),)),
                    ("pretrain_gpt.py", check_pretrain_gpt, (checkout, main_config, tmp))]
         for name, check, check_args in checks:
             try:
