@@ -201,11 +201,11 @@ def plan_for(args):
 # ---- replay of train()'s bookkeeping ---------------------------------------------------------
 
 
-def megatron_style_optimizer(args):
+def megatron_style_optimizer(args, optimizer_type=None):
     import torch
 
     weights = [torch.nn.Parameter(torch.zeros(2)) for _ in range(3)]
-    return torch.optim.AdamW([
+    return (optimizer_type or torch.optim.AdamW)([
         {"params": [weights[0]], "max_lr": args.lr, "min_lr": args.min_lr, "wd_mult": 1.0},
         {"params": [weights[1]], "max_lr": args.lr, "min_lr": args.min_lr, "wd_mult": 0.0},
         {"params": [weights[2]], "max_lr": args.lr, "min_lr": args.min_lr, "wd_mult": 1.0,
@@ -854,15 +854,20 @@ def one_rank_process_group():
             os.environ["MASTER_PORT"] = str(sock.getsockname()[1])
         dist.init_process_group("gloo", rank=0, world_size=1)
         parallel_state.initialize_model_parallel()
-        torch.cuda.get_rng_state = torch.get_rng_state  # save_checkpoint asks it always
+        # CUDA queries of save/load_checkpoint and dist_checkpointing, answered for the CPU
+        torch.cuda.get_rng_state = torch.get_rng_state
+        torch.cuda.synchronize = lambda *args, **kwargs: None
+        torch.cuda.current_device = lambda: "cpu"
         _PROCESS_GROUP.append(True)
 
 
 def _checkpoint_model():
     import torch
+    from megatron.core.dist_checkpointing import ShardedTensor
 
     class Model(torch.nn.Module):
-        """What save/load_checkpoint read of a model chunk (torch format)."""
+        """What save/load_checkpoint read of a model chunk: its state dict (torch format)
+        or its sharded state dict (torch_dist: one shard per tensor on one rank)."""
 
         def __init__(self):
             super().__init__()
@@ -871,7 +876,26 @@ def _checkpoint_model():
         def state_dict_for_save_checkpoint(self, prefix="", keep_vars=False):
             return self.state_dict(prefix=prefix, keep_vars=keep_vars)
 
+        def sharded_state_dict(self, prefix="", sharded_offsets=(), metadata=None):
+            return {key: ShardedTensor.from_rank_offsets(key, value, replica_id=0)
+                    for key, value in self.state_dict(prefix=prefix).items()}
+
     return [Model()]
+
+
+def _checkpointable_adamw():
+    import torch
+
+    class AdamW(torch.optim.AdamW):
+        """torch AdamW with what save/load_checkpoint call on Megatron's optimizer (its
+        state saved whole, as common state, under torch_dist)."""
+
+        is_stub_optimizer = False
+
+        def sharded_state_dict(self, model_sharded_state_dict, is_loading=False, **kwargs):
+            return self.state_dict()
+
+    return AdamW
 
 
 def _trained_state(args):
@@ -881,8 +905,7 @@ def _trained_state(args):
     from megatron.training.training import get_optimizer_param_scheduler
 
     model = _checkpoint_model()
-    optimizer = megatron_style_optimizer(args)
-    optimizer.is_stub_optimizer = False
+    optimizer = megatron_style_optimizer(args, _checkpointable_adamw())
     optimizer.add_param_group({"params": list(model[0].parameters()), "max_lr": args.lr,
                                "min_lr": args.min_lr, "wd_mult": 1.0})
     scheduler = get_optimizer_param_scheduler(optimizer)
@@ -907,21 +930,21 @@ def _real_load(args, model, optimizer, scheduler):
         return load_checkpoint(model, optimizer, scheduler)
 
 
-def _ckpt_argv(directory, extra=()):
-    return ["--save", directory, "--load", directory, "--ckpt-format", "torch",
+def _ckpt_argv(directory, extra=(), ckpt_format="torch"):
+    return ["--save", directory, "--load", directory, "--ckpt-format", ckpt_format,
             "--save-interval", "1000", "--no-save-rng", "--no-load-rng", *extra]
 
 
-def check_real_checkpoint(config, tmp):
-    """Megatron-LM's own save_checkpoint / load_checkpoint (torch format, one gloo rank)
-    mid-run, with failed updates right before the save: every iteration before and after
-    equals the plan; model, AdamW state, consumed samples and scheduler come back."""
+def check_real_checkpoint(config, tmp, ckpt_format="torch"):
+    """Megatron-LM's own save_checkpoint / load_checkpoint (one gloo rank) mid-run, with
+    failed updates right before the save: every iteration before and after equals the plan;
+    model, AdamW state, consumed samples and scheduler come back."""
     import torch
 
-    name = "checkpoint:real-save-load-torch"
+    name = f"checkpoint:real-save-load-{ckpt_format}"
     one_rank_process_group()
-    directory = os.path.join(tmp, "ckpt_seesaw")
-    argv = seesaw_argv(config, extra=_ckpt_argv(directory))
+    directory = os.path.join(tmp, f"ckpt_seesaw_{ckpt_format}")
+    argv = seesaw_argv(config, extra=_ckpt_argv(directory, ckpt_format=ckpt_format))
     result = parse(argv, world_size=1)
     if result.code != 0:
         return report("FAIL", name, result.stderr.strip()[-300:])
@@ -948,8 +971,9 @@ def check_real_checkpoint(config, tmp):
     resumed.records = replay.records
     resumed.run(iteration, failed_updates=failed)
     steps, off, extra = compare_with_plan(plan, resumed.records, 1, args.micro_batch_size)
+    files = sorted(os.listdir(os.path.join(directory, f"iter_{stopped:07d}")))
     report("PASS" if restored and not off and not extra else "FAIL", name,
-           f"saved at iteration {stopped} ({saved_samples} samples, failed updates "
+           f"{files}: saved at iteration {stopped} ({saved_samples} samples, failed updates "
            f"{sorted(failed)}), loaded by load_checkpoint: iteration, consumed samples, "
            f"weights and AdamW state restored: {restored}; {len(off)} of {steps} iterations "
            f"off the plan (first {off[:1]})")
@@ -987,16 +1011,26 @@ def check_real_checkpoint_refusals(config, tmp, seesaw_directory):
             detail = (f"exit {code}, plan entered at {scheduler.num_steps} samples, LR the "
                       f"plan's there: {optimizer.param_groups[0]['lr'] == lr}")
         report("PASS" if ok else "FAIL", name, detail)
-    if seesaw_directory is None:
-        return report("FAIL", "checkpoint:real-load-seesaw-without-config", "no checkpoint")
-    args = parse(plain_argv + _ckpt_argv(seesaw_directory), world_size=1).args
+    check_seesaw_checkpoint_refused_without_config(seesaw_directory, "torch")
+
+
+_PLAIN_ARGV = ["--seq-length", "1024", "--max-position-embeddings", "1024",
+               "--micro-batch-size", "2", "--global-batch-size", "256", "--lr", "0.003",
+               "--lr-decay-style", "cosine", "--train-samples", "3222672"]
+
+
+def check_seesaw_checkpoint_refused_without_config(directory, ckpt_format):
+    name = f"checkpoint:real-load-seesaw-without-config-{ckpt_format}"
+    if directory is None:
+        return report("FAIL", name, "no checkpoint was saved")
+    args = parse(_PLAIN_ARGV + _ckpt_argv(directory, ckpt_format=ckpt_format),
+                 world_size=1).args
     model, optimizer, scheduler = _trained_state(args)
     code, lines = _call_one_line(lambda: _real_load(args, model, optimizer, scheduler))
     ours = [line for line in lines if line.startswith("--seesaw-config:")]
     ok = code == 2 and len(ours) == 1 and "--seesaw-config FILE" in ours[0] and not any(
         "Traceback" in line for line in lines)
-    report("PASS" if ok else "FAIL", "checkpoint:real-load-seesaw-without-config",
-           f"exit {code}: {ours}")
+    report("PASS" if ok else "FAIL", name, f"exit {code}: {ours}")
 
 
 def real_checkpoints(config, tmp):
@@ -1005,6 +1039,8 @@ def real_checkpoints(config, tmp):
         directory = check_real_checkpoint(config, tmp)
     finally:
         check_real_checkpoint_refusals(config, tmp, directory)
+    check_seesaw_checkpoint_refused_without_config(
+        check_real_checkpoint(config, tmp, "torch_dist"), "torch_dist")
 
 
 

@@ -45,7 +45,9 @@ CHECKS = (
        "resume:seesaw-checkpoint-without-config", "interval:tokens",
        "interval:iterations-converted-at-start-up", "bad:interval:both", "log:seesaw-metrics",
        "checkpoint:real-save-load-torch", "checkpoint:real-load-non-seesaw",
-       "checkpoint:real-load-non-seesaw+join", "checkpoint:real-load-seesaw-without-config",
+       "checkpoint:real-load-non-seesaw+join", "checkpoint:real-save-load-torch_dist",
+       "checkpoint:real-load-seesaw-without-config-torch",
+       "checkpoint:real-load-seesaw-without-config-torch_dist",
        "data:real-sampler-single", "data:real-sampler-cyclic"]
     + ["pretrain_gpt.py:bad-input", "pretrain_gpt.py:start"]
 )
