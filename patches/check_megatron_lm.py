@@ -1098,6 +1098,106 @@ def check_real_samplers(config):
                f"{resume_at}'s consumed samples reads the same")
 
 
+
+def check_parallel_layout(config):
+    """TP 2 + sequence parallel + PP 2 with virtual stages + CP 2 + distributed optimizer +
+    torch_dist on 64 ranks: Megatron-LM's parser derives DP 8, and every iteration of the
+    plan (rounded for the interleaved schedule) is what the calculator and scheduler give."""
+    import megatron.training.arguments as arguments
+
+    name = "layout:tp2-sp-pp2-vpp2-cp2-distopt-world64"
+    real_arch = getattr(arguments, "get_device_arch_version", None)
+    arguments.get_device_arch_version = lambda: 9  # a CUDA query: answer "Hopper"
+    os.environ["CUDA_DEVICE_MAX_CONNECTIONS"] = "1"
+    try:
+        result = parse(seesaw_argv(config, extra=[
+            "--num-layers", "12", "--tensor-model-parallel-size", "2", "--sequence-parallel",
+            "--pipeline-model-parallel-size", "2", "--num-virtual-stages-per-pipeline-rank",
+            "2", "--context-parallel-size", "2", "--use-distributed-optimizer",
+            "--ckpt-format", "torch_dist"]), world_size=64)
+    finally:
+        if real_arch is not None:
+            arguments.get_device_arch_version = real_arch
+    if result.code != 0:
+        return report("FAIL", name, f"exit {result.code}: {result.stderr.strip()[-400:]}")
+    args = result.args
+    plan = plan_for(args)
+    optimizer, scheduler = build_scheduler(args)
+    replay = Replay(args, scheduler, optimizer)
+    replay.run(0)
+    steps, off, extra = compare_with_plan(plan, replay.records, args.data_parallel_size,
+                                          args.micro_batch_size)
+    counts = {record[2] for record in replay.records.values()}
+    odd = sorted(count for count in counts if count % 2)
+    ok = (args.data_parallel_size, args.virtual_pipeline_model_parallel_size) == (8, 2) and \
+        not off and not extra and not odd and args.sequence_parallel
+    report("PASS" if ok else "FAIL", name,
+           f"tp {args.tensor_model_parallel_size}, sp {args.sequence_parallel}, pp "
+           f"{args.pipeline_model_parallel_size} x vpp "
+           f"{args.virtual_pipeline_model_parallel_size}, cp {args.context_parallel_size}, "
+           f"dp {args.data_parallel_size}: {len(off)} of {steps} iterations off the plan, "
+           f"odd micro-batch counts {odd[:3] or 'none'}")
+
+
+def check_real_forward_backward(config):
+    """The checkout's own get_forward_backward_func() schedule (no pipelining, one gloo rank)
+    on a stub model, at every plan step whose micro-batch count differs from the step before
+    and at the short last step: it runs exactly get_num_microbatches() micro-batches, each
+    the next micro-batch of the step's samples."""
+    import torch
+    from megatron.core.num_microbatches_calculator import (get_num_microbatches,
+                                                           update_num_microbatches)
+    from megatron.core.pipeline_parallel import get_forward_backward_func
+    from megatron.core.transformer.transformer_config import TransformerConfig
+
+    name = "schedule:real-forward-backward"
+    one_rank_process_group()
+    result = parse(seesaw_argv(config), world_size=1)
+    if result.code != 0:
+        return report("FAIL", name, result.stderr.strip()[-300:])
+    args = result.args
+    plan = plan_for(args)
+    model = torch.nn.Linear(1, 1)
+    model.config = TransformerConfig(num_layers=1, hidden_size=4, num_attention_heads=1)
+    model.model_type = None
+    model.set_input_tensor = lambda tensor: None
+    seen = []
+
+    def forward_step(data_iterator, model):
+        first = next(data_iterator)
+        seen.append(first)
+        output = model(torch.ones(args.micro_batch_size, 1))
+        return output, lambda out: (out.sum() * 0, {})
+
+    steps = list(plan.iter_steps())
+    checked, problems, previous = 0, [], None
+    for index, (_, tokens, setting) in enumerate(steps):
+        if setting.grad_accum == previous and index != len(steps) - 1:
+            continue
+        previous = setting.grad_accum
+        consumed = tokens // plan.seq_length
+        update_num_microbatches(consumed, consistency_check=True)
+        count = get_num_microbatches()
+        seen.clear()
+        starts = iter(range(consumed, consumed + setting.global_batch, args.micro_batch_size))
+        with cuda_to_cpu():
+            get_forward_backward_func()(
+                forward_step_func=forward_step, data_iterator=starts, model=model,
+                num_microbatches=count, seq_length=plan.seq_length,
+                micro_batch_size=args.micro_batch_size, forward_only=False)
+        expected = list(range(consumed, consumed + setting.global_batch,
+                              args.micro_batch_size))
+        if seen != expected:
+            problems.append(f"step {index}: {len(seen)} micro-batches, expected "
+                            f"{len(expected)}")
+        checked += 1
+    report("FAIL" if problems else "PASS", name,
+           "; ".join(problems[:2]) or
+           f"{get_forward_backward_func().__name__} ran {checked} planned steps (every change "
+           f"of the micro-batch count, the last step of {steps[-1][2].global_batch} samples "
+           "included) with exactly their micro-batches")
+
+
 def run_pretrain_gpt(checkout, argv) -> None:
     """``python pretrain_gpt.py ARGV`` of the patched copy, with the CPU stubs."""
     import runpy
@@ -1177,6 +1277,10 @@ def main(argv) -> int:
                    ("interval", check_token_intervals, (main_config, tmp)),
                    ("log:seesaw-metrics", check_seesaw_metrics, (main_config,)),
                    ("checkpoint:real", real_checkpoints, (main_config, tmp)),
+                   ("layout:tp2-sp-pp2-vpp2-cp2-distopt-world64", check_parallel_layout,
+                    (main_config,)),
+                   ("schedule:real-forward-backward", check_real_forward_backward,
+                    (os.path.join(REPO, "ds_configs", "tiny_seesaw.json"),)),
                    ("data:real-sampler", check_real_samplers,
                     (os.path.join(REPO, "ds_configs", "tiny_seesaw.json"),)),
                    ("pretrain_gpt.py", check_pretrain_gpt, (checkout, main_config, tmp))]

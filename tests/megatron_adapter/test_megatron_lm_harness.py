@@ -48,6 +48,7 @@ CHECKS = (
        "checkpoint:real-load-non-seesaw+join", "checkpoint:real-save-load-torch_dist",
        "checkpoint:real-load-seesaw-without-config-torch",
        "checkpoint:real-load-seesaw-without-config-torch_dist",
+       "layout:tp2-sp-pp2-vpp2-cp2-distopt-world64", "schedule:real-forward-backward",
        "data:real-sampler-single", "data:real-sampler-cyclic"]
     + ["pretrain_gpt.py:bad-input", "pretrain_gpt.py:start"]
 )
