@@ -5,20 +5,27 @@ Megatron-LM first on ``PYTHONPATH`` (the shell script makes the copy and applies
 
 Real Megatron-LM code used: ``parse_and_validate_args`` (its argparse parser and
 ``validate_args``), ``set_global_variables``, ``get_optimizer_param_scheduler``,
-``get_train_valid_test_num_samples``, ``unset_global_variables`` and the checkout's own
-``megatron.core.num_microbatches_calculator`` globals. Replayed, not run: the per-iteration
-bookkeeping of ``train()`` / ``train_step()`` (calculator update, the patched
+``get_train_valid_test_num_samples``, ``unset_global_variables``, the checkout's own
+``megatron.core.num_microbatches_calculator`` globals, ``save_checkpoint`` /
+``load_checkpoint`` (``torch`` and ``torch_dist``, one gloo rank),
+``build_pretraining_data_loader`` (single and cyclic samplers), ``get_forward_backward_func``
+(no pipelining, stub model) and ``forward_backward_pipelining_with_interleaving`` up to its
+checks of the micro-batch count, the patched ``_interval_due``. Replayed, not run: the
+per-iteration bookkeeping of ``train()`` / ``train_step()`` (calculator update, the patched
 micro-batch-change checkpoint condition, ``--iterations-to-skip``, the scheduler's
 ``step(increment=num_microbatches x micro x dp x gtp)`` after a successful update only,
-consumed samples += the iteration's batch) and the parts of ``load_checkpoint`` that restore
-``consumed_train_samples``, update the calculator and load the scheduler state. The optimizer
-is a torch AdamW with Megatron-style param groups (``max_lr``, ``min_lr``, ``wd_mult``, one
-group with a tensor LR as under ``--optimizer-cuda-graph``): Megatron's own optimizer needs a
-DDP-wrapped CUDA model.
+consumed samples += the iteration's batch): ``train()`` needs a DDP-wrapped CUDA model and
+``initialize_megatron``. The optimizer is a torch AdamW with Megatron-style param groups
+(``max_lr``, ``min_lr``, ``wd_mult``, one group with a tensor LR as under
+``--optimizer-cuda-graph``): Megatron's own optimizer needs a DDP-wrapped CUDA model.
 
 Stubbed: ``triton`` (a GPU compiler, imported at module level by Megatron-LM's MoE/SSM
 kernels) when it is not importable; on Python 3.11, ``typing.override`` (3.12+, imported by
-``megatron/training/models/hybrid.py`` on Megatron-LM main) comes from typing_extensions.
+``megatron/training/models/hybrid.py`` on Megatron-LM main) comes from typing_extensions;
+``device="cuda"`` tensor creation inside the schedules and ``read_metadata`` goes to the CPU
+(:func:`cuda_to_cpu`); ``torch.cuda.get_rng_state`` / ``synchronize`` / ``current_device``
+answer for the CPU once the one-rank process group is set up; ``get_device_arch_version``
+answers 9 in the gtp and 64-rank layout checks.
 
 Prints one ``PASS name: ...`` / ``FAIL name: ...`` / ``SKIP name: ...`` line per check and
 exits 1 if any check failed.
