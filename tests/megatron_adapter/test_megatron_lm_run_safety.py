@@ -258,3 +258,14 @@ def test_iteration_intervals_print_their_token_spacing_at_start_up():
         "[seesaw] --eval-interval 1000 counts iterations: every 2.621e+08 tokens at batch "
         "256, every 2.589e+09 at batch 2528; set seesaw.eval_interval_tokens to keep the "
         "spacing in tokens."]
+
+
+def test_a_stage_the_layout_cannot_run_is_one_line_at_configure_time(tmp_path, capsys):
+    from seesaw_ds.megatron_adapter.megatron_lm import configure_args
+
+    config = _config(tmp_path, batch_multiple_stages=[{"from_tokens": 1.0e9, "multiple": 24}])
+    with pytest.raises(SystemExit) as stop:  # a stage of multiple 24 on micro 2 x 8 ranks
+        configure_args(_args(seesaw_config=config, _seesaw_explicit=()))
+    assert stop.value.code == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("--seesaw-config: error: the plan's batch")
