@@ -42,8 +42,13 @@ class SeesawParamScheduler:
         self.step(0)
 
     def get_lr(self, param_group: Dict[str, Any]) -> float:
-        lr = self.plan.at_samples(self.num_steps).lr
-        return lr * (param_group.get("max_lr", self.plan.peak_lr) / self.plan.peak_lr)
+        return self.plan.at_samples(self.num_steps).lr * self._ratio(param_group)
+
+    def _ratio(self, param_group: Dict[str, Any]) -> float:
+        for index, group in enumerate(self.optimizer.param_groups):
+            if group is param_group and index < len(self._ratios):
+                return self._ratios[index]
+        return param_group.get("max_lr", self.plan.peak_lr) / self.plan.peak_lr
 
     def get_wd(self, param_group: Dict[str, Any] | None = None) -> float:
         return self.weight_decay
@@ -60,10 +65,8 @@ class SeesawParamScheduler:
 
     def _apply(self) -> None:
         lr_now = self.plan.at_samples(self.num_steps).lr
-        for index, group in enumerate(self.optimizer.param_groups):
-            ratio = self._ratios[index] if index < len(self._ratios) else (
-                group.get("max_lr", self.plan.peak_lr) / self.plan.peak_lr)
-            lr = lr_now * ratio
+        for group in self.optimizer.param_groups:
+            lr = lr_now * self._ratio(group)
             if isinstance(group.get("lr"), torch.Tensor):
                 group["lr"].fill_(lr)
             else:
