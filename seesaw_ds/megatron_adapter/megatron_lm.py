@@ -37,6 +37,7 @@ from seesaw_ds.megatron_adapter.args import (
     interval_crossed,
     plan_from_megatron_args,
 )
+from seesaw_ds.megatron_adapter.pipeline import pipeline_schedule
 from seesaw_ds.megatron_adapter.samples import plan_samples
 
 __all__ = ["record_explicit_flags", "configure_args", "install", "build_param_scheduler",
@@ -78,9 +79,10 @@ def configure_args(args: Any) -> None:
 def install(args: Any):
     """Install the plan's calculator as megatron-core's global one; returns it.
 
-    The plan is built again from the arguments ``validate_args`` has finished (the virtual
-    pipeline size is known only now): its micro-batch counts are checked against the
-    pipeline schedule, and it must consume the samples ``configure_args`` planned.
+    The plan is built again from the arguments ``validate_args`` has finished (a virtual
+    pipeline size derived from ``--pipeline-model-parallel-layout`` is known only now): its
+    micro-batch counts are checked against the pipeline schedule, and ``train_samples``
+    follows it if the rounding changed (said in one line; the dataset is built later).
     """
     if getattr(args, "train_samples", None) is None:
         _fail(
@@ -88,10 +90,13 @@ def install(args: Any):
             "pass the arguments on the command line."
         )
     plan = _one_line_exit(lambda: plan_from_megatron_args(args))
-    if plan_samples(plan) != args.train_samples:
-        _fail(
-            f"the plan for the final layout consumes {plan_samples(plan)} samples, not the "
-            f"{args.train_samples} validate_args planned: report this with the command line.")
+    samples = plan_samples(plan)
+    if samples != args.train_samples:  # virtual stages only validate_args could derive
+        if getattr(args, "rank", 0) == 0:
+            print(f"[seesaw] rounded for {pipeline_schedule(args).describe()} (known after "
+                  f"validate_args): batch multiple {plan.batch_multiple}, "
+                  f"{plan.optimizer_steps} iterations, train samples {samples}.", flush=True)
+        args.train_samples = samples
     calculator = _one_line_exit(
         lambda: _install_calculator(plan, rank=getattr(args, "rank", 0)))
     args.train_iters = calculator.plan.optimizer_steps
