@@ -5,20 +5,27 @@ Megatron-LM first on ``PYTHONPATH`` (the shell script makes the copy and applies
 
 Real Megatron-LM code used: ``parse_and_validate_args`` (its argparse parser and
 ``validate_args``), ``set_global_variables``, ``get_optimizer_param_scheduler``,
-``get_train_valid_test_num_samples``, ``unset_global_variables`` and the checkout's own
-``megatron.core.num_microbatches_calculator`` globals. Replayed, not run: the per-iteration
-bookkeeping of ``train()`` / ``train_step()`` (calculator update, the patched
+``get_train_valid_test_num_samples``, ``unset_global_variables``, the checkout's own
+``megatron.core.num_microbatches_calculator`` globals, ``save_checkpoint`` /
+``load_checkpoint`` (``torch`` and ``torch_dist``, one gloo rank),
+``build_pretraining_data_loader`` (single and cyclic samplers), ``get_forward_backward_func``
+(no pipelining, stub model) and ``forward_backward_pipelining_with_interleaving`` up to its
+checks of the micro-batch count, the patched ``_interval_due``. Replayed, not run: the
+per-iteration bookkeeping of ``train()`` / ``train_step()`` (calculator update, the patched
 micro-batch-change checkpoint condition, ``--iterations-to-skip``, the scheduler's
 ``step(increment=num_microbatches x micro x dp x gtp)`` after a successful update only,
-consumed samples += the iteration's batch) and the parts of ``load_checkpoint`` that restore
-``consumed_train_samples``, update the calculator and load the scheduler state. The optimizer
-is a torch AdamW with Megatron-style param groups (``max_lr``, ``min_lr``, ``wd_mult``, one
-group with a tensor LR as under ``--optimizer-cuda-graph``): Megatron's own optimizer needs a
-DDP-wrapped CUDA model.
+consumed samples += the iteration's batch): ``train()`` needs a DDP-wrapped CUDA model and
+``initialize_megatron``. The optimizer is a torch AdamW with Megatron-style param groups
+(``max_lr``, ``min_lr``, ``wd_mult``, one group with a tensor LR as under
+``--optimizer-cuda-graph``): Megatron's own optimizer needs a DDP-wrapped CUDA model.
 
 Stubbed: ``triton`` (a GPU compiler, imported at module level by Megatron-LM's MoE/SSM
 kernels) when it is not importable; on Python 3.11, ``typing.override`` (3.12+, imported by
-``megatron/training/models/hybrid.py`` on Megatron-LM main) comes from typing_extensions.
+``megatron/training/models/hybrid.py`` on Megatron-LM main) comes from typing_extensions;
+``device="cuda"`` tensor creation inside the schedules and ``read_metadata`` goes to the CPU
+(:func:`cuda_to_cpu`); ``torch.cuda.get_rng_state`` / ``synchronize`` / ``current_device``
+answer for the CPU once the one-rank process group is set up; ``get_device_arch_version``
+answers 9 in the gtp and 64-rank layout checks.
 
 Prints one ``PASS name: ...`` / ``FAIL name: ...`` / ``SKIP name: ...`` line per check and
 exits 1 if any check failed.
@@ -147,14 +154,14 @@ def reset_megatron_globals() -> None:
     calculators.destroy_num_microbatches_calculator()
 
 
-def parse(argv, world_size=8) -> ParseResult:
+def parse(argv, world_size=8, model_args=None) -> ParseResult:
     """Megatron-LM's real parse_and_validate_args (+ set_global_variables) on ``argv``."""
     from megatron.training.arguments import parse_and_validate_args
 
     reset_megatron_globals()
     os.environ["WORLD_SIZE"], os.environ["RANK"], os.environ["LOCAL_RANK"] = (
         str(world_size), "0", "0")
-    sys.argv = ["pretrain_gpt.py", *MODEL_ARGS, *argv]
+    sys.argv = ["pretrain_gpt.py", *(MODEL_ARGS if model_args is None else model_args), *argv]
     out, err = io.StringIO(), io.StringIO()
     args, code = None, 0
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
@@ -201,11 +208,11 @@ def plan_for(args):
 # ---- replay of train()'s bookkeeping ---------------------------------------------------------
 
 
-def megatron_style_optimizer(args):
+def megatron_style_optimizer(args, optimizer_type=None):
     import torch
 
     weights = [torch.nn.Parameter(torch.zeros(2)) for _ in range(3)]
-    return torch.optim.AdamW([
+    return (optimizer_type or torch.optim.AdamW)([
         {"params": [weights[0]], "max_lr": args.lr, "min_lr": args.min_lr, "wd_mult": 1.0},
         {"params": [weights[1]], "max_lr": args.lr, "min_lr": args.min_lr, "wd_mult": 0.0},
         {"params": [weights[2]], "max_lr": args.lr, "min_lr": args.min_lr, "wd_mult": 1.0,
@@ -227,6 +234,7 @@ class Replay:
         self.args, self.scheduler, self.optimizer = args, scheduler, optimizer
         self.records = {}
         self.microbatch_change_saves = 0
+        self.after_iteration = None
 
     def run(self, start_iteration, stop_at=None, failed_updates=()):
         from megatron.core.num_microbatches_calculator import (
@@ -273,6 +281,8 @@ class Replay:
             args.consumed_train_samples += dp_world * args.micro_batch_size * (
                 get_num_microbatches())
             assert get_current_global_batch_size() == get_current_running_global_batch_size()
+            if self.after_iteration is not None:  # train()'s logging, eval and save
+                self.after_iteration(iteration)
         return iteration
 
 
@@ -316,7 +326,8 @@ def check_shipped_config(path):
     config = load_config_file(path)
     plan = plan_for(args)
     samples = plan_samples(plan)
-    startup = [line for line in result.stdout.splitlines() if line.startswith("[seesaw] ")]
+    startup = [line for line in result.stdout.splitlines()
+               if line.startswith(f"[seesaw] {path}")]
     optimizer, scheduler = build_scheduler(args)
     dataset_samples = get_train_valid_test_num_samples()[0]
     replay = Replay(args, scheduler, optimizer)
@@ -524,6 +535,676 @@ def bad_inputs(config, tmp):
                     ["cannot read config", "missing.json"])
 
 
+
+# ---- issue 16: a user's real command line ----------------------------------------------------
+
+
+def cuda_to_cpu():
+    """A torch function mode that creates on the CPU what Megatron's code creates with
+    ``device="cuda"`` (a token counter in the schedules, the iteration all-reduce in
+    ``read_metadata``): the one CUDA stub these checks need to run that code."""
+    import torch
+
+    class CudaToCpu(torch.overrides.TorchFunctionMode):
+        def __torch_function__(self, func, types_, args=(), kwargs=None):
+            kwargs = dict(kwargs or {})
+            if str(kwargs.get("device", "")).startswith("cuda"):
+                kwargs["device"] = "cpu"
+            return func(*args, **kwargs)
+
+    return CudaToCpu()
+
+
+class _ScheduleChecksPassed(Exception):
+    """Raised where forward_backward_pipelining_with_interleaving has done its checks of the
+    micro-batch count and starts to build tensors."""
+
+
+def interleaved_schedule_accepts(num_microbatches, pp, group):
+    """Megatron's real forward_backward_pipelining_with_interleaving on a stub model: True
+    when it gets past its micro-batch checks, else the ValueError/RuntimeError it raises."""
+    import torch
+    from megatron.core.model_parallel_config import ModelParallelConfig
+    from megatron.core.pipeline_parallel import schedules
+
+    class Config(ModelParallelConfig):
+        @property
+        def hidden_size(self):  # first read right after the checks: stop there
+            raise _ScheduleChecksPassed()
+
+    config = Config(pipeline_model_parallel_size=pp, virtual_pipeline_model_parallel_size=2,
+                    microbatch_group_size_per_vp_stage=group, pipeline_dtype=torch.float32)
+
+    class Chunk(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.config = config
+            self.model_type = None
+
+    class Group:
+        def __init__(self, size):
+            self._size = size
+
+        def size(self):
+            return self._size
+
+        def rank(self):
+            return 0
+
+    p2p = types.SimpleNamespace(config=config, pp_group=Group(pp))
+    groups = types.SimpleNamespace(tp=Group(1), cp=Group(1))
+    try:
+        with cuda_to_cpu():  # a token counter allocated on "cuda" before the checks
+            schedules.forward_backward_pipelining_with_interleaving(
+                forward_step_func=None, data_iterator=[iter(()), iter(())],
+                model=[Chunk(), Chunk()], num_microbatches=num_microbatches, seq_length=1024,
+                micro_batch_size=2, p2p_communicator=p2p, pg_collection=groups)
+    except _ScheduleChecksPassed:
+        return True
+    except (ValueError, RuntimeError) as error:
+        return error
+    return True
+
+
+def check_interleaved_pipeline(config):
+    """150M B=256 on PP 2 with virtual stages, DP 8: every micro-batch count the calculator
+    gives over the whole run passes Megatron's own interleaved schedule."""
+    name = "pipeline:interleaved-pp2-vpp2-dp8"
+    probe = interleaved_schedule_accepts(3, 2, None)
+    if probe is True or "remainder" not in str(probe):
+        return report("FAIL", name, f"the real schedule accepted M=3 at PP 2: {probe}")
+    result = parse(seesaw_argv(config, extra=[
+        "--num-layers", "12", "--pipeline-model-parallel-size", "2",
+        "--num-virtual-stages-per-pipeline-rank", "2"]), world_size=16)
+    if result.code != 0:
+        return report("FAIL", name, f"exit {result.code}: {result.stderr.strip()[-300:]}")
+    args = result.args
+    optimizer, scheduler = build_scheduler(args)
+    replay = Replay(args, scheduler, optimizer)
+    replay.run(0)
+    counts = sorted({record[2] for record in replay.records.values()})
+    group = getattr(args, "microbatch_group_size_per_vp_stage", None)
+    refused = {count: interleaved_schedule_accepts(count, 2, group) for count in counts}
+    refused = {count: str(error)[:80] for count, error in refused.items() if error is not True}
+    plan = plan_for(args)
+    steps, off, extra = compare_with_plan(plan, replay.records, args.data_parallel_size,
+                                          args.micro_batch_size)
+    ok = (not refused and not off and not extra and args.virtual_pipeline_model_parallel_size
+          == 2 and args.data_parallel_size == 8)
+    report("PASS" if ok else "FAIL", name,
+           f"vpp {args.virtual_pipeline_model_parallel_size}, dp {args.data_parallel_size}, "
+           f"batch multiple {plan.batch_multiple}: {len(counts)} distinct micro-batch counts "
+           f"over {steps} iterations, refused by forward_backward_pipelining_with_interleaving"
+           f": {refused or 'none'}; {len(off)} iterations off the plan")
+
+
+def frozen_microbatch_inputs(config):
+    """Features that freeze the micro-batch count: refused by name, one line."""
+    cases = [("--cuda-graph-impl", ["--cuda-graph-impl", "full_iteration"],
+              "--cuda-graph-impl full_iteration cannot be combined with --seesaw-config"),
+             ("--cuda-graph-impl-te", ["--cuda-graph-impl", "transformer_engine"],
+              "--cuda-graph-impl transformer_engine cannot be combined"),
+             ("--enable-cuda-graph", ["--enable-cuda-graph"],
+              "--enable-cuda-graph cannot be combined with --seesaw-config"),
+             ("--external-cuda-graph", ["--external-cuda-graph"],
+              "--external-cuda-graph cannot be combined with --seesaw-config"),
+             ("--hybrid-context-parallel", ["--hybrid-context-parallel"],
+              "--hybrid-context-parallel cannot be combined with --seesaw-config")]
+    for name, extra, expect in cases:
+        check_bad_input(f"frozen:{name}", seesaw_argv(config, extra=extra), [expect])
+
+
+def conflict_inputs(config):
+    """Every conflict in one line; a written flag at Megatron's default is compared."""
+    check_bad_input("all-at-once", seesaw_argv(config, extra=[
+        "--lr-decay-style", "cosine", "--min-lr", "0.0", "--weight-decay", "0.01",
+        "--train-iters", "100"]),
+        ["4 conflicts with --seesaw-config, all listed: (1) --lr-decay-style cannot",
+         "(2) --min-lr cannot", "(3) --weight-decay 0.01 differs", "(4) --train-iters 100"])
+    check_bad_input("written-default:--weight-decay", seesaw_argv(config, extra=[
+        "--weight-decay", "0.01"]),
+        ["--weight-decay 0.01 differs from the config's optimizer.params.weight_decay = 0.0"])
+    check_bad_input("written-default:--lr-decay-style", seesaw_argv(config, extra=[
+        "--lr-decay-style", "linear"]),
+        ["--lr-decay-style cannot be combined with --seesaw-config"])
+
+
+def _config_copy(config, tmp, name, **seesaw_or_optimizer):
+    with open(config) as handle:
+        data = json.load(handle)
+    data["seesaw"].update(seesaw_or_optimizer.pop("seesaw", {}))
+    data["optimizer"]["params"].update(seesaw_or_optimizer.pop("params", {}))
+    path = os.path.join(tmp, name)
+    with open(path, "w") as handle:
+        json.dump(data, handle)
+    return path
+
+
+def _call_one_line(call):
+    out, err = io.StringIO(), io.StringIO()
+    code = 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            call()
+        except SystemExit as stop:
+            code = stop.code
+        except BaseException:  # noqa: BLE001
+            traceback.print_exc()
+            code = "traceback"
+    return code, [line for line in err.getvalue().splitlines() if line.strip()]
+
+
+def check_resume_refusals(config, tmp):
+    """(a) another peak LR, (b) a checkpoint of a run without the plan (refused, then joined
+    with --seesaw-join-checkpoint): the scheduler state Megatron-LM's load_checkpoint hands
+    to load_state_dict, refused in one line with exit 2."""
+    from megatron.core.num_microbatches_calculator import update_num_microbatches
+
+    result = parse(seesaw_argv(config))
+    args = result.args
+    optimizer, scheduler = build_scheduler(args)
+    Replay(args, scheduler, optimizer).run(0, stop_at=3000)
+    saved = json.loads(json.dumps(scheduler.state_dict()))
+    consumed = args.consumed_train_samples
+    half = _config_copy(config, tmp, "half_lr.json", params={"lr": 0.0015})
+    args = parse(seesaw_argv(half)).args
+    optimizer, scheduler = build_scheduler(args)
+    code, lines = _call_one_line(lambda: scheduler.load_state_dict(saved))
+    ok = code == 2 and len(lines) == 1 and "different seesaw plan" in lines[0]
+    report("PASS" if ok else "FAIL", "resume:changed-peak-lr",
+           f"a checkpoint of peak lr 0.003 loaded under peak 0.0015: exit {code}, {lines}")
+    # a checkpoint of Megatron-LM's own scheduler (no --seesaw-config)
+    plain = parse(["--seq-length", "1024", "--max-position-embeddings", "1024",
+                   "--micro-batch-size", "2", "--global-batch-size", "256", "--lr", "0.003",
+                   "--lr-decay-style", "cosine", "--train-samples", "3222672"])
+    if plain.code != 0:
+        return report("FAIL", "resume:non-seesaw-checkpoint", plain.stderr.strip()[-300:])
+    _, megatron_scheduler = build_scheduler(plain.args)
+    megatron_scheduler.step(increment=consumed)
+    foreign = json.loads(json.dumps(megatron_scheduler.state_dict()))
+    for flag, expect_code in (([], 2), (["--seesaw-join-checkpoint"], 0)):
+        args = parse(seesaw_argv(config, extra=flag)).args
+        optimizer, scheduler = build_scheduler(args)
+        args.consumed_train_samples = consumed  # what load_checkpoint restores first
+        update_num_microbatches(consumed_samples=consumed, verbose=False)
+        code, lines = _call_one_line(lambda: scheduler.load_state_dict(foreign))
+        plan = plan_for(args)
+        lr_ok = optimizer.param_groups[0]["lr"] == plan.at_samples(consumed).lr
+        if expect_code == 2:
+            ok = code == 2 and len(lines) == 1 and "--seesaw-join-checkpoint" in lines[0]
+            detail = f"Megatron's OptimizerParamScheduler state: exit {code}, {lines}"
+        else:
+            ok = code == 0 and not lines and lr_ok and scheduler.num_steps == consumed
+            detail = (f"with --seesaw-join-checkpoint: accepted at {scheduler.num_steps} "
+                      f"samples, LR = the plan's there: {lr_ok}")
+        report("PASS" if ok else "FAIL",
+               "resume:non-seesaw-checkpoint" + ("+join" if flag else ""), detail)
+
+
+def check_seesaw_checkpoint_without_config():
+    """The patched load_checkpoint refuses a seesaw checkpoint without --seesaw-config, one
+    line naming the flag (its guard read from the source, the refusal called)."""
+    import inspect
+
+    from megatron.training import checkpointing
+
+    from seesaw_ds.megatron_adapter.megatron_lm import refuse_seesaw_checkpoint
+
+    name = "resume:seesaw-checkpoint-without-config"
+    source = " ".join(inspect.getsource(checkpointing.load_checkpoint).split())
+    guard = ("if getattr(args, 'seesaw_config', None) is None and 'plan' in state_dict.get( "
+             "'opt_param_scheduler', {}):")
+    before = source.find(guard) < source.find(
+        "opt_param_scheduler.load_state_dict(state_dict['opt_param_scheduler'])")
+    code, lines = _call_one_line(lambda: refuse_seesaw_checkpoint("ckpt/iter_0003000"))
+    ok = guard in source and before and code == 2 and len(lines) == 1 and (
+        "--seesaw-config FILE" in lines[0])
+    report("PASS" if ok else "FAIL", name,
+           f"guard before the scheduler load: {guard in source and before}; exit {code}, "
+           f"{lines}")
+
+
+def check_token_intervals(config, tmp):
+    """seesaw.save/eval_interval_tokens: the patched train() conditions (_interval_due, run
+    for real on every iteration) save and evaluate once per interval of tokens."""
+    from megatron.training import training
+
+    name = "interval:tokens"
+    path = _config_copy(config, tmp, "intervals.json",
+                        seesaw={"save_interval_tokens": "1B", "eval_interval_tokens": "250M"})
+    no_eval_interval = MODEL_ARGS[:MODEL_ARGS.index("--eval-interval")] + MODEL_ARGS[
+        MODEL_ARGS.index("--eval-interval") + 2:]
+    result = parse(seesaw_argv(path, extra=["--save", os.path.join(tmp, "ckpt")]),
+                   model_args=no_eval_interval)
+    if result.code != 0 or not hasattr(training, "_interval_due"):
+        return report("FAIL", name, f"exit {result.code}: {result.stderr.strip()[-300:]}")
+    args = result.args
+    optimizer, scheduler = build_scheduler(args)
+    replay = Replay(args, scheduler, optimizer)
+    saves, evals = [], []
+
+    def after_iteration(iteration):
+        if training._interval_due(args, "save", iteration):
+            saves.append(args.consumed_train_samples * 1024)
+        if training._interval_due(args, "eval", iteration):
+            evals.append(args.consumed_train_samples * 1024)
+
+    replay.after_iteration = after_iteration
+    replay.run(0)
+    save_slots = [int(tokens // 1e9) for tokens in saves]
+    eval_slots = [int(tokens // 2.5e8) for tokens in evals]
+    ok = save_slots == [1, 2, 3] and eval_slots == list(range(1, 14))
+    report("PASS" if ok else "FAIL", name,
+           f"saves at tokens {[f'{t:.4g}' for t in saves]}, {len(evals)} evals (one per "
+           f"250M tokens: {eval_slots == list(range(1, 14))}); --save-interval set to "
+           f"{args.save_interval}, --eval-interval {args.eval_interval} (initial batch)")
+    result = parse(seesaw_argv(config, extra=["--save", os.path.join(tmp, "ckpt"),
+                                              "--save-interval", "1000"]))
+    lines = [line for line in result.stdout.splitlines() if "counts iterations" in line]
+    ok = result.code == 0 and len(lines) == 2 and "every 2.621e+08 tokens at batch 256, " \
+        "every 2.589e+09 at batch 2528" in lines[0]
+    report("PASS" if ok else "FAIL", "interval:iterations-converted-at-start-up",
+           f"{lines}")
+    check_bad_input("interval:both", seesaw_argv(path, extra=["--eval-interval", "1000"]),
+                    ["--eval-interval 1000 and seesaw.eval_interval_tokens = 250M both set"])
+
+
+def check_seesaw_metrics(config):
+    """training_log's hook writes the plan's phase, tokens, batch and the LR the step used."""
+    import inspect
+
+    from megatron.training import training
+
+    from seesaw_ds.megatron_adapter.megatron_lm import log_metrics
+
+    name = "log:seesaw-metrics"
+    hooked = "log_metrics(writer, wandb_writer, iteration, args)" in inspect.getsource(
+        training.training_log)
+    args = parse(seesaw_argv(config)).args
+    optimizer, scheduler = build_scheduler(args)
+    replay = Replay(args, scheduler, optimizer)
+    logged = {}
+
+    class Writer:
+        def add_scalar(self, key, value, iteration):
+            logged.setdefault(iteration, {})[key] = value
+
+    def after_iteration(iteration):
+        log_metrics(Writer(), None, iteration, args)
+
+    replay.after_iteration = after_iteration
+    replay.run(0, stop_at=4000)
+    plan = plan_for(args)
+    wrong = [it for it, (samples, batch, _, lrs) in replay.records.items()
+             if logged[it + 1]["seesaw/lr"] != lrs[0] or logged[it + 1]["seesaw/global-batch"]
+             != batch or logged[it + 1]["seesaw/tokens"] != (samples + batch) * 1024
+             or logged[it + 1]["seesaw/phase"] != plan.at_samples(samples).phase_index]
+    report("PASS" if hooked and not wrong else "FAIL", name,
+           f"hook in training_log: {hooked}; seesaw/lr, global-batch, tokens, phase of 4000 "
+           f"iterations equal the LR and batch each used: {not wrong} (first off {wrong[:2]})")
+
+
+
+_PROCESS_GROUP = []
+
+
+def one_rank_process_group():
+    """torch.distributed (gloo, world 1) and megatron-core's parallel_state, once."""
+    import torch
+    import torch.distributed as dist
+    from megatron.core import parallel_state
+
+    if not _PROCESS_GROUP:
+        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+        with __import__("socket").socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            os.environ["MASTER_PORT"] = str(sock.getsockname()[1])
+        dist.init_process_group("gloo", rank=0, world_size=1)
+        parallel_state.initialize_model_parallel()
+        # CUDA queries of save/load_checkpoint and dist_checkpointing, answered for the CPU
+        torch.cuda.get_rng_state = torch.get_rng_state
+        torch.cuda.synchronize = lambda *args, **kwargs: None
+        torch.cuda.current_device = lambda: "cpu"
+        _PROCESS_GROUP.append(True)
+
+
+def _checkpoint_model():
+    import torch
+    from megatron.core.dist_checkpointing import ShardedTensor
+
+    class Model(torch.nn.Module):
+        """What save/load_checkpoint read of a model chunk: its state dict (torch format)
+        or its sharded state dict (torch_dist: one shard per tensor on one rank)."""
+
+        def __init__(self):
+            super().__init__()
+            self.linear = torch.nn.Linear(4, 4)
+
+        def state_dict_for_save_checkpoint(self, prefix="", keep_vars=False):
+            return self.state_dict(prefix=prefix, keep_vars=keep_vars)
+
+        def sharded_state_dict(self, prefix="", sharded_offsets=(), metadata=None):
+            return {key: ShardedTensor.from_rank_offsets(key, value, replica_id=0)
+                    for key, value in self.state_dict(prefix=prefix).items()}
+
+    return [Model()]
+
+
+def _checkpointable_adamw():
+    import torch
+
+    class AdamW(torch.optim.AdamW):
+        """torch AdamW with what save/load_checkpoint call on Megatron's optimizer (its
+        state saved whole, as common state, under torch_dist)."""
+
+        is_stub_optimizer = False
+
+        def sharded_state_dict(self, model_sharded_state_dict, is_loading=False, **kwargs):
+            return self.state_dict()
+
+    return AdamW
+
+
+def _trained_state(args):
+    """Model, optimizer (with AdamW state) and scheduler as the training loop builds them."""
+    import torch
+
+    from megatron.training.training import get_optimizer_param_scheduler
+
+    model = _checkpoint_model()
+    optimizer = megatron_style_optimizer(args, _checkpointable_adamw())
+    optimizer.add_param_group({"params": list(model[0].parameters()), "max_lr": args.lr,
+                               "min_lr": args.min_lr, "wd_mult": 1.0})
+    scheduler = get_optimizer_param_scheduler(optimizer)
+    for param in model[0].parameters():
+        param.grad = torch.ones_like(param)
+    optimizer.step()  # AdamW state (exp_avg, exp_avg_sq) to save and restore
+    optimizer.zero_grad()
+    return model, optimizer, scheduler
+
+
+def _real_save(args, iteration, model, optimizer, scheduler):
+    from megatron.training.checkpointing import save_checkpoint
+
+    with cuda_to_cpu(), contextlib.redirect_stdout(io.StringIO()):
+        save_checkpoint(iteration, model, optimizer, scheduler, 0)
+
+
+def _real_load(args, model, optimizer, scheduler):
+    from megatron.training.checkpointing import load_checkpoint
+
+    with cuda_to_cpu(), contextlib.redirect_stdout(io.StringIO()):
+        return load_checkpoint(model, optimizer, scheduler)
+
+
+def _ckpt_argv(directory, extra=(), ckpt_format="torch"):
+    return ["--save", directory, "--load", directory, "--ckpt-format", ckpt_format,
+            "--save-interval", "1000", "--no-save-rng", "--no-load-rng", *extra]
+
+
+def check_real_checkpoint(config, tmp, ckpt_format="torch"):
+    """Megatron-LM's own save_checkpoint / load_checkpoint (one gloo rank) mid-run, with
+    failed updates right before the save: every iteration before and after equals the plan;
+    model, AdamW state, consumed samples and scheduler come back."""
+    import torch
+
+    name = f"checkpoint:real-save-load-{ckpt_format}"
+    one_rank_process_group()
+    directory = os.path.join(tmp, f"ckpt_seesaw_{ckpt_format}")
+    argv = seesaw_argv(config, extra=_ckpt_argv(directory, ckpt_format=ckpt_format))
+    result = parse(argv, world_size=1)
+    if result.code != 0:
+        return report("FAIL", name, result.stderr.strip()[-300:])
+    args = result.args
+    plan = plan_for(args)
+    model, optimizer, scheduler = _trained_state(args)
+    replay = Replay(args, scheduler, optimizer)
+    resume_at = 4433
+    failed = {10, resume_at - 1}
+    stopped = replay.run(0, stop_at=resume_at, failed_updates=failed)
+    _real_save(args, stopped, model, optimizer, scheduler)
+    saved_samples = args.consumed_train_samples
+    saved_state = [dict(state) for state in optimizer.state.values()]
+    weights = [param.detach().clone() for param in model[0].parameters()]
+
+    args = parse(argv, world_size=1).args
+    model, optimizer, scheduler = _trained_state(args)
+    iteration, _ = _real_load(args, model, optimizer, scheduler)
+    restored = (iteration == stopped and args.consumed_train_samples == saved_samples
+                and all(torch.equal(a, b) for a, b in zip(weights, model[0].parameters()))
+                and all(torch.equal(old["exp_avg"], new["exp_avg"]) for old, new in
+                        zip(saved_state, optimizer.state.values())))
+    resumed = Replay(args, scheduler, optimizer)
+    resumed.records = replay.records
+    resumed.run(iteration, failed_updates=failed)
+    steps, off, extra = compare_with_plan(plan, resumed.records, 1, args.micro_batch_size)
+    files = sorted(os.listdir(os.path.join(directory, f"iter_{stopped:07d}")))
+    report("PASS" if restored and not off and not extra else "FAIL", name,
+           f"{files}: saved at iteration {stopped} ({saved_samples} samples, failed updates "
+           f"{sorted(failed)}), loaded by load_checkpoint: iteration, consumed samples, "
+           f"weights and AdamW state restored: {restored}; {len(off)} of {steps} iterations "
+           f"off the plan (first {off[:1]})")
+    return directory
+
+
+def check_real_checkpoint_refusals(config, tmp, seesaw_directory):
+    """The refusals of resume through Megatron-LM's own load_checkpoint: a checkpoint of a
+    run without the plan (then joined), a seesaw checkpoint without --seesaw-config."""
+    one_rank_process_group()
+    plain_directory = os.path.join(tmp, "ckpt_plain")
+    plain_argv = ["--seq-length", "1024", "--max-position-embeddings", "1024",
+                  "--micro-batch-size", "2", "--global-batch-size", "256", "--lr", "0.003",
+                  "--lr-decay-style", "cosine", "--train-samples", "3222672"]
+    args = parse(plain_argv + _ckpt_argv(plain_directory), world_size=1).args
+    model, optimizer, scheduler = _trained_state(args)
+    args.consumed_train_samples = 256 * 3000
+    scheduler.step(increment=256 * 3000)
+    _real_save(args, 3000, model, optimizer, scheduler)
+    for extra, name in (([], "checkpoint:real-load-non-seesaw"),
+                        (["--seesaw-join-checkpoint"], "checkpoint:real-load-non-seesaw+join")):
+        args = parse(seesaw_argv(config, extra=_ckpt_argv(plain_directory, extra)),
+                     world_size=1).args
+        model, optimizer, scheduler = _trained_state(args)
+        code, lines = _call_one_line(lambda: _real_load(args, model, optimizer, scheduler))
+        ours = [line for line in lines if line.startswith("--seesaw-config:")]
+        if not extra:
+            ok = code == 2 and len(ours) == 1 and "--seesaw-join-checkpoint" in ours[0] and \
+                not any("Traceback" in line for line in lines)
+            detail = f"exit {code}: {ours}"
+        else:
+            lr = plan_for(args).at_samples(256 * 3000).lr
+            ok = code == 0 and scheduler.num_steps == 256 * 3000 and \
+                optimizer.param_groups[0]["lr"] == lr
+            detail = (f"exit {code}, plan entered at {scheduler.num_steps} samples, LR the "
+                      f"plan's there: {optimizer.param_groups[0]['lr'] == lr}")
+        report("PASS" if ok else "FAIL", name, detail)
+    check_seesaw_checkpoint_refused_without_config(seesaw_directory, "torch")
+
+
+_PLAIN_ARGV = ["--seq-length", "1024", "--max-position-embeddings", "1024",
+               "--micro-batch-size", "2", "--global-batch-size", "256", "--lr", "0.003",
+               "--lr-decay-style", "cosine", "--train-samples", "3222672"]
+
+
+def check_seesaw_checkpoint_refused_without_config(directory, ckpt_format):
+    name = f"checkpoint:real-load-seesaw-without-config-{ckpt_format}"
+    if directory is None:
+        return report("FAIL", name, "no checkpoint was saved")
+    args = parse(_PLAIN_ARGV + _ckpt_argv(directory, ckpt_format=ckpt_format),
+                 world_size=1).args
+    model, optimizer, scheduler = _trained_state(args)
+    code, lines = _call_one_line(lambda: _real_load(args, model, optimizer, scheduler))
+    ours = [line for line in lines if line.startswith("--seesaw-config:")]
+    ok = code == 2 and len(ours) == 1 and "--seesaw-config FILE" in ours[0] and not any(
+        "Traceback" in line for line in lines)
+    report("PASS" if ok else "FAIL", name, f"exit {code}: {ours}")
+
+
+def real_checkpoints(config, tmp):
+    directory = None
+    try:
+        directory = check_real_checkpoint(config, tmp)
+    finally:
+        check_real_checkpoint_refusals(config, tmp, directory)
+    check_seesaw_checkpoint_refused_without_config(
+        check_real_checkpoint(config, tmp, "torch_dist"), "torch_dist")
+
+
+
+def check_real_samplers(config):
+    """Megatron-LM's own build_pretraining_data_loader (single and cyclic samplers) read by
+    the plan's steps: each step takes exactly the next global batch of samples, and a loader
+    rebuilt at a checkpoint's consumed samples continues where the first one was."""
+    import torch
+    from megatron.training.datasets.data_samplers import build_pretraining_data_loader
+
+    one_rank_process_group()
+    for kind in ("single", "cyclic"):
+        name = f"data:real-sampler-{kind}"
+        result = parse(seesaw_argv(config, extra=["--num-workers", "0", "--dataloader-type",
+                                                  kind]), world_size=1)
+        if result.code != 0:
+            report("FAIL", name, result.stderr.strip()[-300:])
+            continue
+        args = result.args
+        plan = plan_for(args)
+
+        class Indices(torch.utils.data.Dataset):
+            def __len__(self):
+                return args.train_samples
+
+            def __getitem__(self, index):
+                return index
+
+        def read(loader, count):
+            return [int(i) for _ in range(count) for i in next(loader)]
+
+        loader = iter(build_pretraining_data_loader(Indices(), 0))
+        steps = list(plan.iter_steps())
+        resume_at = len(steps) // 2
+        seen, problems, resumed = [], [], None
+        for index, (_, tokens, setting) in enumerate(steps):
+            consumed = tokens // plan.seq_length
+            if index == resume_at:
+                resumed = iter(build_pretraining_data_loader(Indices(), consumed))
+            taken = read(loader, setting.grad_accum)
+            if resumed is not None and read(resumed, setting.grad_accum) != taken:
+                problems.append(f"resumed loader differs at step {index}")
+            if kind == "single" and taken != list(range(consumed,
+                                                          consumed + setting.global_batch)):
+                problems.append(f"step {index} read {taken[:3]}.., not from {consumed}")
+            seen += taken
+        if sorted(seen) != list(range(args.train_samples)):
+            problems.append(f"{len(seen)} samples read, {len(set(seen))} distinct, of "
+                            f"{args.train_samples}")
+        report("FAIL" if problems else "PASS", name,
+               "; ".join(problems[:2]) or
+               f"{len(steps)} steps of {plan.initial_batch}->"
+               f"{max(p.global_batch for p in plan.phases)} samples read every one of the "
+               f"{args.train_samples} train samples once; a loader rebuilt at step "
+               f"{resume_at}'s consumed samples reads the same")
+
+
+
+def check_parallel_layout(config):
+    """TP 2 + sequence parallel + PP 2 with virtual stages + CP 2 + distributed optimizer +
+    torch_dist on 64 ranks: Megatron-LM's parser derives DP 8, and every iteration of the
+    plan (rounded for the interleaved schedule) is what the calculator and scheduler give."""
+    import megatron.training.arguments as arguments
+
+    name = "layout:tp2-sp-pp2-vpp2-cp2-distopt-world64"
+    real_arch = getattr(arguments, "get_device_arch_version", None)
+    arguments.get_device_arch_version = lambda: 9  # a CUDA query: answer "Hopper"
+    os.environ["CUDA_DEVICE_MAX_CONNECTIONS"] = "1"
+    try:
+        result = parse(seesaw_argv(config, extra=[
+            "--num-layers", "12", "--tensor-model-parallel-size", "2", "--sequence-parallel",
+            "--pipeline-model-parallel-size", "2", "--num-virtual-stages-per-pipeline-rank",
+            "2", "--context-parallel-size", "2", "--use-distributed-optimizer",
+            "--ckpt-format", "torch_dist"]), world_size=64)
+    finally:
+        if real_arch is not None:
+            arguments.get_device_arch_version = real_arch
+    if result.code != 0:
+        return report("FAIL", name, f"exit {result.code}: {result.stderr.strip()[-400:]}")
+    args = result.args
+    plan = plan_for(args)
+    optimizer, scheduler = build_scheduler(args)
+    replay = Replay(args, scheduler, optimizer)
+    replay.run(0)
+    steps, off, extra = compare_with_plan(plan, replay.records, args.data_parallel_size,
+                                          args.micro_batch_size)
+    counts = {record[2] for record in replay.records.values()}
+    odd = sorted(count for count in counts if count % 2)
+    ok = (args.data_parallel_size, args.virtual_pipeline_model_parallel_size) == (8, 2) and \
+        not off and not extra and not odd and args.sequence_parallel
+    report("PASS" if ok else "FAIL", name,
+           f"tp {args.tensor_model_parallel_size}, sp {args.sequence_parallel}, pp "
+           f"{args.pipeline_model_parallel_size} x vpp "
+           f"{args.virtual_pipeline_model_parallel_size}, cp {args.context_parallel_size}, "
+           f"dp {args.data_parallel_size}: {len(off)} of {steps} iterations off the plan, "
+           f"odd micro-batch counts {odd[:3] or 'none'}")
+
+
+def check_real_forward_backward(config):
+    """The checkout's own get_forward_backward_func() schedule (no pipelining, one gloo rank)
+    on a stub model, at every plan step whose micro-batch count differs from the step before
+    and at the short last step: it runs exactly get_num_microbatches() micro-batches, each
+    the next micro-batch of the step's samples."""
+    import torch
+    from megatron.core.num_microbatches_calculator import (get_num_microbatches,
+                                                           update_num_microbatches)
+    from megatron.core.pipeline_parallel import get_forward_backward_func
+    from megatron.core.transformer.transformer_config import TransformerConfig
+
+    name = "schedule:real-forward-backward"
+    one_rank_process_group()
+    result = parse(seesaw_argv(config), world_size=1)
+    if result.code != 0:
+        return report("FAIL", name, result.stderr.strip()[-300:])
+    args = result.args
+    plan = plan_for(args)
+    model = torch.nn.Linear(1, 1)
+    model.config = TransformerConfig(num_layers=1, hidden_size=4, num_attention_heads=1)
+    model.model_type = None
+    model.set_input_tensor = lambda tensor: None
+    seen = []
+
+    def forward_step(data_iterator, model):
+        first = next(data_iterator)
+        seen.append(first)
+        output = model(torch.ones(args.micro_batch_size, 1))
+        return output, lambda out: (out.sum() * 0, {})
+
+    steps = list(plan.iter_steps())
+    checked, problems, previous = 0, [], None
+    for index, (_, tokens, setting) in enumerate(steps):
+        if setting.grad_accum == previous and index != len(steps) - 1:
+            continue
+        previous = setting.grad_accum
+        consumed = tokens // plan.seq_length
+        update_num_microbatches(consumed, consistency_check=True)
+        count = get_num_microbatches()
+        seen.clear()
+        starts = iter(range(consumed, consumed + setting.global_batch, args.micro_batch_size))
+        with cuda_to_cpu():
+            get_forward_backward_func()(
+                forward_step_func=forward_step, data_iterator=starts, model=model,
+                num_microbatches=count, seq_length=plan.seq_length,
+                micro_batch_size=args.micro_batch_size, forward_only=False)
+        expected = list(range(consumed, consumed + setting.global_batch,
+                              args.micro_batch_size))
+        if seen != expected:
+            problems.append(f"step {index}: {len(seen)} micro-batches, expected "
+                            f"{len(expected)}")
+        checked += 1
+    report("FAIL" if problems else "PASS", name,
+           "; ".join(problems[:2]) or
+           f"{get_forward_backward_func().__name__} ran {checked} planned steps (every change "
+           f"of the micro-batch count, the last step of {steps[-1][2].global_batch} samples "
+           "included) with exactly their micro-batches")
+
+
 def run_pretrain_gpt(checkout, argv) -> None:
     """``python pretrain_gpt.py ARGV`` of the patched copy, with the CPU stubs."""
     import runpy
@@ -553,7 +1234,8 @@ def check_pretrain_gpt(checkout, config, tmp):
     report("PASS" if ok else "FAIL", "pretrain_gpt.py:bad-input",
            f"exit {done.returncode}, stderr {lines if len(lines) < 4 else lines[-3:]}")
     done = pretrain_gpt(checkout, seesaw_argv(config))
-    startup = [line for line in done.stdout.splitlines() if line.startswith("[seesaw] ")]
+    startup = [line for line in done.stdout.splitlines()
+               if line.startswith(f"[seesaw] {config}")]
     cuda = "Megatron requires CUDA" in done.stderr
     ok = len(startup) == 1 and "train samples" in startup[0] and cuda
     report("PASS" if ok else "FAIL", "pretrain_gpt.py:start",
@@ -592,6 +1274,22 @@ def main(argv) -> int:
                     check_no_microbatch_checkpoint, (main_config,)),
                    ("length", check_lengths, (main_config,)),
                    ("bad", bad_inputs, (main_config, tmp)),
+                   ("pipeline:interleaved-pp2-vpp2-dp8", check_interleaved_pipeline,
+                    (main_config,)),
+                   ("bad:frozen", frozen_microbatch_inputs, (main_config,)),
+                   ("bad:conflicts", conflict_inputs, (main_config,)),
+                   ("resume", check_resume_refusals, (main_config, tmp)),
+                   ("resume:seesaw-checkpoint-without-config",
+                    check_seesaw_checkpoint_without_config, ()),
+                   ("interval", check_token_intervals, (main_config, tmp)),
+                   ("log:seesaw-metrics", check_seesaw_metrics, (main_config,)),
+                   ("checkpoint:real", real_checkpoints, (main_config, tmp)),
+                   ("layout:tp2-sp-pp2-vpp2-cp2-distopt-world64", check_parallel_layout,
+                    (main_config,)),
+                   ("schedule:real-forward-backward", check_real_forward_backward,
+                    (os.path.join(REPO, "ds_configs", "tiny_seesaw.json"),)),
+                   ("data:real-sampler", check_real_samplers,
+                    (os.path.join(REPO, "ds_configs", "tiny_seesaw.json"),)),
                    ("pretrain_gpt.py", check_pretrain_gpt, (checkout, main_config, tmp))]
         for name, check, check_args in checks:
             try:

@@ -51,6 +51,8 @@ _COMMON_KEYS = {
     "total_tokens", "seq_length", "batch_schedule", "lr_schedule", "min_lr",
     "batch_multiple", "batch_multiple_stages", "growth_policy", "max_micro_batch",
     "cbs_guard", "data_seed", "keep_weight_decay_timescale", "keep_beta2_half_life",
+    # read by the Megatron-LM adapter (save/eval spacing in tokens), not part of the plan
+    "save_interval_tokens", "eval_interval_tokens",
 }
 _ALL_KEYS = _COMMON_KEYS.union(*_SCHEDULE_KEYS.values())
 

@@ -7,6 +7,8 @@
   calculator's consumed-sample count.
 - :func:`configure_megatron_args` / :func:`plan_from_megatron_args`: Megatron-LM's
   arguments under ``--seesaw-config`` (conflicts refused, length from the plan).
+- :func:`megatron_section`: a config's ``seesaw`` section laid out as megatron-core runs it
+  (accumulation at a fixed micro-batch), for a loop of your own (docs/megatron_core.md).
 - :mod:`seesaw_ds.megatron_adapter.megatron_lm`: the calls made by
   ``patches/megatron-lm-seesaw.patch`` (imported by the patch, not here).
 """
@@ -16,6 +18,7 @@ from seesaw_ds.megatron_adapter.args import (
     configure_megatron_args,
     explicit_flags,
     megatron_dp_size,
+    megatron_section,
     plan_from_megatron_args,
     step_schedule_for_args,
 )
@@ -34,6 +37,7 @@ __all__ = [
     "configure_megatron_args",
     "explicit_flags",
     "megatron_dp_size",
+    "megatron_section",
     "plan_from_megatron_args",
     "plan_samples",
     "step_schedule_for_args",

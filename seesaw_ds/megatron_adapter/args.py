@@ -17,25 +17,38 @@ against the config and rewrites the few it derives from the plan:
 Every Megatron-LM flag that would set a second batch or LR schedule is refused, naming the
 seesaw key that does its job (:data:`REPLACED_FLAGS`).
 
-Note: a flag counts as given when its value differs from the parser's default
-(:func:`explicit_flags`, recorded by the patch right after parsing).
+Features that fix the micro-batch count for the whole run (CUDA graphs, hybrid context
+parallel, RL) are refused by name (:data:`FROZEN_MICROBATCH`). Under the interleaved pipeline
+schedule the plan's batches are rounded so that every step's micro-batch count is one
+Megatron accepts (:mod:`seesaw_ds.megatron_adapter.pipeline`). Every conflict is reported at
+once, in one line.
+
+Note: a flag counts as given when it was written on the command line, even at Megatron-LM's
+default value (:func:`explicit_flags`, recorded by the patch right after parsing).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Dict, Mapping, Optional, Tuple
+import math
+import sys
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from seesaw_ds.config import load_config_file, seesaw_section_of
-from seesaw_ds.config.section import SeesawSection
+from seesaw_ds.config.section import SeesawSection, parse_token_count
 from seesaw_ds.errors import SeesawConfigError
+from seesaw_ds.megatron_adapter.pipeline import (check_plan_micro_batches, pipeline_multiple,
+                                                 pipeline_schedule)
 from seesaw_ds.megatron_adapter.samples import plan_samples
 from seesaw_ds.schedules import Plan
 
 __all__ = [
     "REPLACED_FLAGS",
     "OPTIMIZER_FLAGS",
+    "FROZEN_MICROBATCH",
+    "INTERVAL_KEYS",
     "explicit_flags",
+    "interval_crossed",
     "megatron_dp_size",
     "megatron_section",
     "plan_from_megatron_args",
@@ -104,13 +117,65 @@ OPTIMIZER_FLAGS: Dict[str, Tuple[str, str, Optional[int]]] = {
 }
 
 
-def explicit_flags(parser: Any, args: Any) -> Tuple[str, ...]:
-    """The dests of :data:`REPLACED_FLAGS` and :data:`OPTIMIZER_FLAGS` whose parsed value
-    differs from the parser default (given on the command line)."""
-    return tuple(
-        dest for dest in (*REPLACED_FLAGS, *OPTIMIZER_FLAGS)
-        if hasattr(args, dest) and getattr(args, dest) != parser.get_default(dest)
-    )
+_GRAPHS = (
+    "CUDA graphs capture the micro-batch count at warm-up and replay it, so a grown batch's "
+    "extra micro-batches would be read and dropped while the LR cut still applies; run "
+    "without CUDA graphs (--optimizer-cuda-graph, which captures only the optimizer step, "
+    "is fine)")
+
+#: Megatron-LM argument (dest) -> (its flag, why it cannot follow a growing batch). Refused
+#: when enabled, whether written on the command line or not.
+FROZEN_MICROBATCH: Dict[str, Tuple[str, str]] = {
+    "cuda_graph_impl": ("--cuda-graph-impl", _GRAPHS),
+    "enable_cuda_graph": ("--enable-cuda-graph", _GRAPHS),
+    "external_cuda_graph": ("--external-cuda-graph", _GRAPHS),
+    "hybrid_context_parallel": (
+        "--hybrid-context-parallel",
+        "its sampler cuts batches of the fixed --global-batch-size, not the plan's"),
+    "perform_rl_step": (
+        "--perform-rl-step",
+        "RL training re-creates Megatron's own micro-batch calculator, replacing the plan's"),
+    "rl_use_sequence_packing": (
+        "--rl-use-sequence-packing",
+        "sequence packing reconfigures the micro-batch calculator"),
+}
+
+#: seesaw key -> Megatron-LM argument it replaces (an interval in tokens, not iterations).
+INTERVAL_KEYS: Dict[str, str] = {
+    "save_interval_tokens": "save_interval",
+    "eval_interval_tokens": "eval_interval",
+}
+
+
+def _option_dests(parser: Any) -> Dict[str, str]:
+    return {option: action.dest for action in parser._actions
+            for option in action.option_strings}
+
+
+def explicit_flags(parser: Any, args: Any = None,
+                   argv: Optional[Sequence[str]] = None) -> Tuple[str, ...]:
+    """The dests of the flags written on the command line ``argv`` (default
+    ``sys.argv[1:]``), in the order written, even when a value equals the parser default.
+
+    ``--flag value`` and ``--flag=value`` count (Megatron-LM's parser has
+    ``allow_abbrev=False``, so no abbreviation can stand for a flag).
+    """
+    dests = _option_dests(parser)
+    argv = sys.argv[1:] if argv is None else argv
+    written: List[str] = []
+    for token in argv:
+        if not token.startswith("-"):
+            continue
+        dest = dests.get(token.split("=", 1)[0])
+        if dest is not None and dest not in written:
+            written.append(dest)
+    return tuple(written)
+
+
+def interval_crossed(consumed_after: int, batch: int, interval_samples: int) -> bool:
+    """Whether the step that consumed ``batch`` samples and ended at ``consumed_after``
+    crossed a multiple of ``interval_samples``."""
+    return consumed_after // interval_samples > (consumed_after - batch) // interval_samples
 
 
 def megatron_dp_size(args: Any) -> int:
@@ -137,10 +202,13 @@ def plan_from_megatron_args(args: Any) -> Plan:
     """The plan for ``args.seesaw_config`` and Megatron's (already configured) arguments.
 
     ``args.global_batch_size`` is the initial batch, ``args.lr`` the peak,
-    ``args.micro_batch_size`` and :func:`megatron_dp_size` the layout (accumulation).
+    ``args.micro_batch_size`` and :func:`megatron_dp_size` the layout (accumulation). Under
+    the interleaved pipeline schedule the batch multiple is raised to a multiple of
+    micro-batch x data-parallel size x ``microbatch_group_size_per_vp_stage``, and every
+    step's micro-batch count is checked against the schedule.
     """
     config = load_config_file(args.seesaw_config)
-    section = seesaw_section_of(config)
+    section = megatron_section(seesaw_section_of(config))
     seq_length = _seq_length(args)
     if seq_length is not None and seq_length != section.seq_length:
         raise SeesawConfigError(
@@ -150,12 +218,23 @@ def plan_from_megatron_args(args: Any) -> Plan:
     if getattr(args, "rampup_batch_size", None):
         flag, replacement = REPLACED_FLAGS["rampup_batch_size"]
         raise SeesawConfigError(_conflict(flag, replacement))
-    return megatron_section(section).build_plan(
-        peak_lr=args.lr,
-        initial_batch=args.global_batch_size,
-        micro_batch=args.micro_batch_size,
-        dp_size=megatron_dp_size(args),
-    )
+    schedule = pipeline_schedule(args)
+    schedule.check()
+    micro, dp = args.micro_batch_size, megatron_dp_size(args)
+    if schedule.interleaved:
+        multiple = pipeline_multiple(schedule, micro, dp, section.batch_multiple)
+        if args.global_batch_size % multiple:
+            raise SeesawConfigError(
+                f"train_batch_size = {args.global_batch_size} is not a multiple of {multiple}"
+                f" (seesaw.batch_multiple = {section.batch_multiple or micro * dp} raised to a"
+                f" multiple of micro-batch x data-parallel size x group = {micro} x {dp} x "
+                f"{schedule.group_size}): {schedule.describe()} needs every step's "
+                "micro-batch count to be a multiple of the group; change train_batch_size.")
+        section = dataclasses.replace(section, batch_multiple=multiple)
+    plan = section.build_plan(peak_lr=args.lr, initial_batch=args.global_batch_size,
+                              micro_batch=micro, dp_size=dp)
+    check_plan_micro_batches(plan, schedule)
+    return plan
 
 
 def configure_megatron_args(
@@ -165,25 +244,37 @@ def configure_megatron_args(
 
     Args:
         args: Megatron-LM's parsed arguments, with ``data_parallel_size`` already set.
-        explicit: dests given on the command line (:func:`explicit_flags`).
-        log: where the one start-up line goes (``None``: nowhere).
+        explicit: dests written on the command line (:func:`explicit_flags`).
+        log: where the start-up lines go (``None``: nowhere).
 
-    Returns the plan. Raises SeesawConfigError naming the flag and the seesaw key.
+    Returns the plan. Raises one SeesawConfigError listing every conflict found (each names
+    the flag and the seesaw key).
     """
-    for dest in explicit:
-        if dest in REPLACED_FLAGS:
-            raise SeesawConfigError(_conflict(*REPLACED_FLAGS[dest]))
+    written = set(explicit)
+    problems: List[str] = [_conflict(*REPLACED_FLAGS[dest]) for dest in REPLACED_FLAGS
+                           if dest in written]
+    problems += _frozen_microbatch(args, written)
     config = load_config_file(args.seesaw_config)
     section = seesaw_section_of(config)
-    args.global_batch_size = _initial_batch(args, config)
-    _optimizer_from_config(args, config, explicit)
-    plan = plan_from_megatron_args(args)
-    samples = plan_samples(plan)
-    _check_length(args, plan, samples)
+    batch = _collect(problems, lambda: _initial_batch(args, config))
+    if batch is not None:
+        args.global_batch_size = batch
+    problems += _optimizer_from_config(args, config, written)
+    plan = None
+    if batch is not None and args.lr is not None:
+        plan = _collect(problems, lambda: plan_from_megatron_args(args))
+    if plan is not None:
+        samples = plan_samples(plan)
+        problems += _length_problems(args, plan, samples)
+        problems += _token_intervals(args, config, plan, written)
+    if problems:
+        raise SeesawConfigError(_joined(problems))
     args.train_samples = samples
     args.train_iters = None
     if log is not None:
         log(_startup_line(args, section, plan, samples))
+        for line in _interval_lines(args, plan):
+            log(line)
     return plan
 
 
@@ -192,8 +283,45 @@ def step_schedule_for_args(args: Any) -> str:
     return plan_from_megatron_args(args).megatron_step_schedule()
 
 
+def _collect(problems: List[str], call: Callable[[], Any]) -> Any:
+    try:
+        return call()
+    except SeesawConfigError as error:
+        if str(error) not in problems:
+            problems.append(str(error))
+        return None
+
+
+def _joined(problems: List[str]) -> str:
+    if len(problems) == 1:
+        return problems[0]
+    listed = " ".join(f"({number}) {problem}" for number, problem in enumerate(problems, 1))
+    return f"{len(problems)} conflicts with --seesaw-config, all listed: {listed}"
+
+
 def _conflict(flag: str, replacement: str) -> str:
     return f"{flag} cannot be combined with --seesaw-config: {replacement}. Remove {flag}."
+
+
+def _frozen_microbatch(args: Any, written: set) -> List[str]:
+    problems = []
+    for dest, (flag, reason) in FROZEN_MICROBATCH.items():
+        value = getattr(args, dest, None)
+        if dest == "cuda_graph_impl":
+            if value in (None, "none"):
+                continue
+            # validate_args turns --enable/--external-cuda-graph into --cuda-graph-impl
+            named = [FROZEN_MICROBATCH[old][0] for old in ("enable_cuda_graph",
+                                                            "external_cuda_graph")
+                     if old in written]
+            if named and dest not in written:
+                problems.append(_conflict(named[0], reason))
+                continue
+            flag = f"{flag} {value}"
+        elif not value:
+            continue
+        problems.append(_conflict(flag, reason))
+    return problems
 
 
 def _initial_batch(args: Any, config: Mapping[str, Any]) -> int:
@@ -218,53 +346,105 @@ def _initial_batch(args: Any, config: Mapping[str, Any]) -> int:
     return from_config
 
 
-def _optimizer_from_config(args: Any, config: Mapping[str, Any], explicit) -> None:
+def _optimizer_from_config(args: Any, config: Mapping[str, Any], written: set) -> List[str]:
     optimizer = config.get("optimizer")
     params = optimizer.get("params") if isinstance(optimizer, Mapping) else None
     params = params if isinstance(params, Mapping) else {}
+    problems = []
     for dest, (flag, key, index) in OPTIMIZER_FLAGS.items():
         value = params.get(key)
         field = f"optimizer.params.{key}"
         if index is not None and value is not None:
             if not isinstance(value, (list, tuple)) or len(value) != 2:
-                raise SeesawConfigError(f"{field} = {value!r} must be a pair [beta1, beta2].")
+                problems.append(f"{field} = {value!r} must be a pair [beta1, beta2].")
+                continue
             value, field = value[index], f"{field}[{index}]"
         if value is None:
             continue
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or (
             dest == "lr" and value == 0
         ):
-            raise SeesawConfigError(f"{field} = {value!r} must be a positive number.")
+            problems.append(f"{field} = {value!r} must be a positive number.")
+            continue
         given = getattr(args, dest, None)
-        if (dest in explicit or dest == "lr") and given is not None and (
+        if (dest in written or dest == "lr") and given is not None and (
             float(given) != float(value)
         ):
-            raise SeesawConfigError(
+            problems.append(
                 f"{flag} {given} differs from the config's {field} = {value}: drop {flag} "
-                "or make them equal (the config states it once for DeepSpeed and Megatron)."
-            )
+                "or make them equal (the config states it once for DeepSpeed and Megatron).")
+            continue
         setattr(args, dest, float(value))
     if args.lr is None:
-        raise SeesawConfigError(
-            f"{args.seesaw_config} has no optimizer.params.lr: give the peak LR as --lr."
-        )
+        problems.append(
+            f"{args.seesaw_config} has no optimizer.params.lr: give the peak LR as --lr.")
+    return problems
 
 
-def _check_length(args: Any, plan: Plan, samples: int) -> None:
+def _length_problems(args: Any, plan: Plan, samples: int) -> List[str]:
+    problems = []
     iters = getattr(args, "train_iters", None)
     if iters is not None and iters != plan.optimizer_steps:
-        raise SeesawConfigError(
+        problems.append(
             f"--train-iters {iters} differs from the plan's {plan.optimizer_steps} iterations "
             f"({samples} samples over seesaw.total_tokens = {plan.total_tokens:.6g}): the plan "
-            "sets the training length, drop --train-iters."
-        )
+            "sets the training length, drop --train-iters.")
     given = getattr(args, "train_samples", None)
     if given is not None and given != samples:
-        raise SeesawConfigError(
+        problems.append(
             f"--train-samples {given} differs from the {samples} samples the plan consumes "
             f"(seesaw.total_tokens = {plan.total_tokens:.6g}, last step included): the plan "
-            "sets the training length, drop --train-samples."
-        )
+            "sets the training length, drop --train-samples.")
+    return problems
+
+
+def _token_intervals(args: Any, config: Mapping[str, Any], plan: Plan,
+                     written: set) -> List[str]:
+    """``seesaw.save/eval_interval_tokens`` -> ``args.seesaw_save/eval_interval_samples``
+    (and ``args.save/eval_interval`` = the same spacing at the initial batch, which
+    Megatron-LM uses for its own counts)."""
+    section = config.get("seesaw", {})
+    problems = []
+    for key, dest in INTERVAL_KEYS.items():
+        setattr(args, f"seesaw_{dest}_samples", None)
+        if section.get(key) is None:
+            continue
+        flag = "--" + dest.replace("_", "-")
+        try:
+            tokens = parse_token_count(f"seesaw.{key}", section[key])
+        except SeesawConfigError as error:
+            problems.append(str(error))
+            continue
+        if dest in written:
+            problems.append(
+                f"{flag} {getattr(args, dest, None)} and seesaw.{key} = {section[key]} both set "
+                f"the spacing: drop {flag} (the config's interval is in tokens and keeps its "
+                "spacing as the batch grows).")
+            continue
+        samples = max(1, math.ceil(tokens / plan.seq_length))
+        setattr(args, f"seesaw_{dest}_samples", samples)
+        setattr(args, dest, max(1, math.ceil(samples / plan.initial_batch)))
+    return problems
+
+
+def _interval_lines(args: Any, plan: Plan) -> List[str]:
+    """The token spacing of intervals still counted in iterations, at the first and last
+    batch (said once at start-up)."""
+    lines = []
+    first = plan.initial_batch
+    last = max(phase.global_batch for phase in plan.phases)
+    for key, dest in INTERVAL_KEYS.items():
+        every = getattr(args, dest, None)
+        if not every or getattr(args, f"seesaw_{dest}_samples", None) or first == last:
+            continue
+        if dest == "save_interval" and not getattr(args, "save", None):
+            continue
+        tokens = every * plan.seq_length
+        lines.append(
+            f"[seesaw] --{dest.replace('_', '-')} {every} counts iterations: every "
+            f"{tokens * first:.4g} tokens at batch {first}, every {tokens * last:.4g} at batch "
+            f"{last}; set seesaw.{key} to keep the spacing in tokens.")
+    return lines
 
 
 def _startup_line(args: Any, section: SeesawSection, plan: Plan, samples: int) -> str:
@@ -274,9 +454,13 @@ def _startup_line(args: Any, section: SeesawSection, plan: Plan, samples: int) -
         if section.growth_policy != "accumulation"
         else f"accumulation at --micro-batch-size {args.micro_batch_size}"
     )
+    configured = section.batch_multiple or args.micro_batch_size * megatron_dp_size(args)
+    raised = (f", batch multiple {configured} raised to {plan.batch_multiple} for "
+              f"{pipeline_schedule(args).describe()}"
+              if plan.batch_multiple != configured else "")
     return (
         f"[seesaw] {args.seesaw_config}: {layout}, data-parallel x gtp = "
-        f"{megatron_dp_size(args)}; global batch {plan.initial_batch} -> "
+        f"{megatron_dp_size(args)}{raised}; global batch {plan.initial_batch} -> "
         f"{max(p.global_batch for p in plan.phases)}, peak lr {plan.peak_lr:g}; "
         f"{plan.optimizer_steps} iterations, train samples {samples}."
     )

@@ -28,16 +28,27 @@ class SeesawParamScheduler:
     graph reads it) is filled in place, never replaced.
     """
 
-    def __init__(self, optimizer, plan: Plan, weight_decay: float = 0.0) -> None:
+    def __init__(self, optimizer, plan: Plan, weight_decay: float = 0.0,
+                 join_checkpoint: bool = False) -> None:
         self.optimizer = optimizer
         self.plan = plan
         self.weight_decay = float(weight_decay)
+        self.join_checkpoint = bool(join_checkpoint)
+        # each group's LR ratio to the peak, taken now: a checkpoint's optimizer state
+        # restores the max_lr of the run that saved it, which must not move the LR
+        self._ratios = [group.get("max_lr", plan.peak_lr) / plan.peak_lr
+                        for group in optimizer.param_groups]
         self.num_steps = 0  # consumed samples, as in Megatron's sample-based scheduler
         self.step(0)
 
     def get_lr(self, param_group: Dict[str, Any]) -> float:
-        lr = self.plan.at_samples(self.num_steps).lr
-        return lr * (param_group.get("max_lr", self.plan.peak_lr) / self.plan.peak_lr)
+        return self.plan.at_samples(self.num_steps).lr * self._ratio(param_group)
+
+    def _ratio(self, param_group: Dict[str, Any]) -> float:
+        for index, group in enumerate(self.optimizer.param_groups):
+            if group is param_group and index < len(self._ratios):
+                return self._ratios[index]
+        return param_group.get("max_lr", self.plan.peak_lr) / self.plan.peak_lr
 
     def get_wd(self, param_group: Dict[str, Any] | None = None) -> float:
         return self.weight_decay
@@ -53,8 +64,9 @@ class SeesawParamScheduler:
         self._apply()
 
     def _apply(self) -> None:
+        lr_now = self.plan.at_samples(self.num_steps).lr
         for group in self.optimizer.param_groups:
-            lr = self.get_lr(group)
+            lr = lr_now * self._ratio(group)
             if isinstance(group.get("lr"), torch.Tensor):
                 group["lr"].fill_(lr)
             else:
@@ -65,11 +77,35 @@ class SeesawParamScheduler:
         return {"num_steps": self.num_steps, "plan": self.plan.fingerprint()}
 
     def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
-        saved = [tuple(entry) for entry in state_dict.get("plan", [])]
-        if saved and saved != [tuple(entry) for entry in self.plan.fingerprint()]:
+        """Resume at the checkpoint's consumed samples, if it followed this plan.
+
+        A checkpoint without seesaw state (a run without the plan) is refused unless the
+        scheduler was built with ``join_checkpoint=True`` (``--seesaw-join-checkpoint``):
+        then the plan is entered at the checkpoint's consumed samples.
+        """
+        if "plan" not in state_dict:
+            if not self.join_checkpoint:
+                raise SeesawConfigError(
+                    f"the checkpoint has no seesaw plan (it was trained without "
+                    f"--seesaw-config; its schedule is at {state_dict.get('num_steps')} "
+                    "samples): pass --seesaw-join-checkpoint to enter the plan at the "
+                    "checkpoint's consumed samples, or --finetune to start the plan from "
+                    "token 0 on its weights.")
+            self.set_consumed_samples(int(state_dict.get("num_steps", self.num_steps)))
+            return
+        saved = [tuple(entry) for entry in state_dict["plan"]]
+        if saved != [tuple(entry) for entry in self.plan.fingerprint()]:
             raise SeesawConfigError(
-                "the checkpoint was trained with a different seesaw plan than the current "
-                "config builds: resume with the same seesaw section (and batch_multiple)."
-            )
+                f"the checkpoint was trained with a different seesaw plan than the current "
+                f"config builds (first phase {_first_difference(saved, self.plan)}): resume "
+                "with the same seesaw section, peak lr, train_batch_size and batch_multiple.")
         self.num_steps = int(state_dict["num_steps"])
         self._apply()
+
+
+def _first_difference(saved, plan: Plan) -> str:
+    now = [tuple(entry) for entry in plan.fingerprint()]
+    for index, (old, new) in enumerate(zip(saved, now)):
+        if old != new:
+            return f"{index}: saved (tokens, batch, lr) {old}, now {new}"
+    return f"count: saved {len(saved)}, now {len(now)}"

@@ -458,8 +458,15 @@ class Plan:
         return max(self.min_lr, phase.lr_at(tokens, self.peak_lr, self.base))
 
     def fingerprint(self) -> List[Tuple[float, int, float]]:
-        """What must match for a resume to continue the same run."""
-        return [(p.start_tokens, p.global_batch, p.lr_multiplier) for p in self.phases]
+        """What must match for a resume to continue the same run: every phase as (start
+        tokens, global batch, absolute LR at its start), then (total tokens, seq length,
+        LR at the end). Absolute LRs, so a changed peak LR, floor or warmup start is seen
+        even where the phases' boundaries and batches stay the same."""
+        entries = [(p.start_tokens, p.global_batch, self._phase_lr(p, p.start_tokens))
+                   for p in self.phases]
+        last = self.phases[-1]
+        return entries + [(self.total_tokens, self.seq_length,
+                           self._phase_lr(last, last.end_tokens))]
 
 
 def _steps_per_phase(phases: Sequence[Phase], seq_length: int) -> List[int]:

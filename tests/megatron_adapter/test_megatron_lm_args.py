@@ -108,17 +108,22 @@ def test_each_flag_the_plan_replaces_is_refused_naming_the_seesaw_key(dest):
     assert replacement in message
 
 
-def test_explicit_flags_are_those_that_differ_from_the_parser_default():
-    parser = argparse.ArgumentParser()
+def test_explicit_flags_are_those_written_on_the_command_line_even_at_their_default():
+    parser = argparse.ArgumentParser(allow_abbrev=False)
     parser.add_argument("--min-lr", type=float, default=0.0)
     parser.add_argument("--lr-decay-style", default="linear")
     parser.add_argument("--adam-beta2", type=float, default=0.999)
+    parser.add_argument("--weight-decay", type=float, default=0.01)
     parser.add_argument("--decrease-batch-size-if-needed", action="store_true")
-    given = parser.parse_args(["--min-lr", "1e-5", "--lr-decay-style", "linear",
-                               "--adam-beta2", "0.95"])
-    assert explicit_flags(parser, given) == ("min_lr", "adam_beta2")
-    assert explicit_flags(parser, parser.parse_args(["--decrease-batch-size-if-needed"])) == (
+    argv = ["--min-lr", "1e-5", "--lr-decay-style", "linear", "--weight-decay=0.01",
+            "--adam-beta2", "0.95"]
+    given = parser.parse_args(argv)
+    assert explicit_flags(parser, given, argv) == (
+        "min_lr", "lr_decay_style", "weight_decay", "adam_beta2")
+    argv = ["--decrease-batch-size-if-needed"]
+    assert explicit_flags(parser, parser.parse_args(argv), argv) == (
         "decrease_batch_size_if_needed",)
+    assert explicit_flags(parser, parser.parse_args([]), []) == ()
 
 
 def test_gtp_weight_remat_multiplies_the_data_parallel_divisor():

@@ -35,6 +35,21 @@ CHECKS = (
     + [f"bad:{name}" for name in ("--global-batch-size", "--lr", "--adam-beta2", "--train-iters",
                                   "--train-samples", "--seq-length", "micro-x-dp",
                                   "batch-not-multiple", "missing-config")]
+    + ["pipeline:interleaved-pp2-vpp2-dp8"]
+    + [f"bad:frozen:{flag}" for flag in ("--cuda-graph-impl", "--cuda-graph-impl-te",
+                                         "--enable-cuda-graph", "--external-cuda-graph",
+                                         "--hybrid-context-parallel")]
+    + ["bad:all-at-once", "bad:written-default:--weight-decay",
+       "bad:written-default:--lr-decay-style", "resume:changed-peak-lr",
+       "resume:non-seesaw-checkpoint", "resume:non-seesaw-checkpoint+join",
+       "resume:seesaw-checkpoint-without-config", "interval:tokens",
+       "interval:iterations-converted-at-start-up", "bad:interval:both", "log:seesaw-metrics",
+       "checkpoint:real-save-load-torch", "checkpoint:real-load-non-seesaw",
+       "checkpoint:real-load-non-seesaw+join", "checkpoint:real-save-load-torch_dist",
+       "checkpoint:real-load-seesaw-without-config-torch",
+       "checkpoint:real-load-seesaw-without-config-torch_dist",
+       "layout:tp2-sp-pp2-vpp2-cp2-distopt-world64", "schedule:real-forward-backward",
+       "data:real-sampler-single", "data:real-sampler-cyclic"]
     + ["pretrain_gpt.py:bad-input", "pretrain_gpt.py:start"]
 )
 
