@@ -164,8 +164,15 @@ def _datasets(run, prepared, plan):
     return train, batches
 
 
+def _on_device(batch, device):
+    """The batch's tensors on the engine's device (the loader yields host tensors)."""
+    return {key: value.to(device, non_blocking=True) if hasattr(value, "to") else value
+            for key, value in batch.items()}
+
+
 def _evaluate(engine, batches) -> float:
-    """Mean CE over the fixed validation batches, sharded over ranks."""
+    """Mean CE over the fixed validation batches, sharded over ranks (summed on the device,
+    one all-reduce and one host copy at the end)."""
     import torch
 
     me, world = rank(), world_size()
@@ -175,8 +182,9 @@ def _evaluate(engine, batches) -> float:
         for index, batch in enumerate(batches):
             if index % world != me:
                 continue
+            batch = _on_device(batch, engine.device)
             out = engine(batch["tokens"], batch["labels"])
-            total += float(out.ce)
+            total = total + out.ce.detach().double()
             count += 1
     engine.train()
     total, count = all_mean([total, float(count)])
@@ -317,22 +325,23 @@ class _Session:
         engine, hook, guard, max_steps = self.engine, self.hook, self.guard, self.args.max_steps
         if max_steps is not None and hook.step >= max_steps:
             return  # resumed at --max-steps N: train nothing
-        window_losses: List[float] = []
+        window_loss, window_micro = 0.0, 0  # summed on the device: no sync per micro-step
         started = time.perf_counter()
         for batch in self.loader:
+            batch = _on_device(batch, engine.device)
             if guard is not None and hook.at_boundary:
                 guard.probe(batch)
             out = engine(batch["tokens"], batch["labels"])
             engine.backward(out.loss)
-            window_losses.append(float(out.ce))
+            window_loss, window_micro = window_loss + out.ce.detach().double(), window_micro + 1
             if guard is not None and engine.is_gradient_accumulation_boundary():
                 guard.before_step()
             setting = hook.setting
             engine.step()
             if not hook.at_boundary:
                 continue
-            loss = all_mean([sum(window_losses) / len(window_losses)])[0]
-            window_losses = []
+            loss = all_mean([window_loss / window_micro])[0]  # the step's one host sync
+            window_loss, window_micro = 0.0, 0
             if guard is not None:
                 guard.after_step(setting, hook)
             self.state["wall"] += time.perf_counter() - started
