@@ -13,7 +13,10 @@ Note:
 
 from __future__ import annotations
 
-from typing import List, Sequence, Union
+from typing import TYPE_CHECKING, List, Sequence, Union
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["rank", "world_size", "barrier", "current_device", "all_mean"]
 
@@ -54,7 +57,7 @@ def current_device():
     return torch.device(get_accelerator().current_device_name())
 
 
-def all_mean(values: Sequence[Union[float, "torch.Tensor"]]) -> List[float]:  # noqa: F821
+def all_mean(values: Sequence[Union[float, "torch.Tensor"]]) -> List[float]:
     """Mean over ranks of each value, as host floats.
 
     ``values`` are Python numbers or one-element tensors (on any device: a loss kept on the
