@@ -21,7 +21,7 @@ On one NVIDIA GPU (about 6 minutes on an H100, FusedAdam's JIT build included):
    loss summed on the device and one all-reduce + host copy per step (``seesaw_ds.train``
    now).
 
-Without a GPU it says so and runs the same code path on the CPU (tiny shape, gloo, fp32,
+Without a GPU it says so and runs the same code path on the CPU (micro shape, gloo, fp32,
 torch AdamW; Megatron-LM skipped: it needs CUDA): a check of the script, not a measurement.
 The data is the standard library's sources (nothing can be fetched on the GPU machine), so
 losses are not comparable with the paper's.
@@ -65,12 +65,12 @@ def _settings(gpu: bool) -> dict:
                          "megatron_timeout": 300},
         }
     return {
-        "shape": "tiny", "seq": 128, "vocab": 2048, "micros": [1, 2, 4], "repeats": 2,
-        "ab_steps": 6, "ab_reps": 2,
-        # 63 steps, batch 8 -> 48 (10 changes), 1.0e5 tokens
-        "b0": 8, "micro": 4, "total_tokens": 1.0e5, "data_vocab": 512,
-        "data_bytes": 400_000, "split": "80,20,0", "eval_interval": 5.0e4,
-        "eval_batches": 2, "eval_batch_size": 8, "checkpoint_interval": 5.0e4,
+        "shape": "micro", "seq": 64, "vocab": 512, "micros": [1, 2], "repeats": 2,
+        "ab_steps": 3, "ab_reps": 2,
+        # 26 steps, batch 8 -> 36 (8 changes), 2.0e4 tokens
+        "b0": 8, "micro": 2, "total_tokens": 2.0e4, "data_vocab": 512,
+        "data_bytes": 400_000, "split": "80,20,0", "eval_interval": 1.0e4,
+        "eval_batches": 2, "eval_batch_size": 4, "checkpoint_interval": 1.0e4,
         "loss_tolerance": 0.0,
         "megatron": None,
     }
@@ -357,7 +357,7 @@ def main(argv=None) -> int:
     else:
         device = "cpu"
         print("gpu_check: no NVIDIA GPU found (torch.cuda.is_available() is False): running "
-              "the CPU fallback (tiny shape, gloo, a few steps); its numbers are not GPU "
+              "the CPU fallback (micro shape, gloo, a few steps); its numbers are not GPU "
               "numbers.", flush=True)
     work = Path(args.work or tempfile.mkdtemp(prefix="gpu_check_"))
     work.mkdir(parents=True, exist_ok=True)

@@ -429,6 +429,7 @@ def _run(args, run, ds_config, validated) -> int:
 
     _single_process_env()
     deepspeed.init_distributed(dist_backend=_backend())
+    _set_device()
     log = (lambda message: print(message, flush=True)) if rank() == 0 else (lambda message: None)
     engine, loader, valid_batches = _build(run, validated, ds_config, log)
     _Session(args, run, validated, engine, loader, valid_batches, log).execute()
@@ -450,6 +451,14 @@ def _single_process_env() -> None:
         port = sock.getsockname()[1]
     os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port))
+
+
+def _set_device() -> None:
+    """This rank's accelerator device, before the first collective (``_prepare_data``'s
+    barrier): NCCL binds each rank's communicator to the current device."""
+    from deepspeed.accelerator import get_accelerator
+
+    get_accelerator().set_device(int(os.environ.get("LOCAL_RANK", "0")))
 
 
 def _backend() -> str:
