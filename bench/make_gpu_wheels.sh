@@ -5,8 +5,10 @@
 # typing-extensions, transformers, ...; no network):
 #   - deepspeed (a wheel built here from its sdist: pure Python, ops JIT-built on use),
 #   - megatron-core (cp312 manylinux wheel: its dataset helpers come compiled),
-#   - pydantic, pydantic-core, annotated-types, typing-inspection, hjson, einops
-#     (deepspeed's requirements the machine lacks),
+#   - pydantic, pydantic-core, annotated-types, typing-inspection, hjson, einops (deepspeed's
+#     requirements the machine lacks), and typing-extensions and packaging: pydantic and
+#     megatron-core pin newer ones than the machine may have (installed into .gpu_site,
+#     they shadow the system copies),
 #   - this package's wheel,
 #   - megatron_lm_seesaw.tar.gz: Megatron-LM patched with patches/megatron-lm-seesaw.patch,
 #     only what pretrain_gpt.py imports besides megatron.core (pretrain_gpt.py, its builders,
@@ -37,7 +39,7 @@ case "$PYVER" in
     *) MCORE_VERSION="${MCORE_VERSION:-0.16.1}" ;;
 esac
 # deepspeed's requirements that the GPU machine lacks (the rest it has; see the header).
-EXTRA="pydantic pydantic-core annotated-types typing-inspection hjson einops"
+EXTRA="pydantic pydantic-core annotated-types typing-inspection typing-extensions hjson einops packaging"
 
 rm -rf "$OUT"
 mkdir -p "$OUT"
@@ -85,6 +87,7 @@ else
          "check will skip its Megatron part" >&2
 fi
 
+"$PYTHON" bench/gpu_check_wheels.py "$OUT" --python-version "$PYVER"
 total=$(du -sb "$OUT" | cut -f1)
 ls -l "$OUT" | tail -n +2 | awk '{printf "  %9d  %s\n", $5, $9}'
 echo "make_gpu_wheels: $(ls "$OUT" | wc -l) files, $((total / 1024 / 1024)) MiB in $OUT"
