@@ -10,7 +10,8 @@ On one NVIDIA GPU (about 6 minutes on an H100, FusedAdam's JIT build included):
    critical-batch guard on;
 2. Megatron-LM's ``pretrain_gpt.py --seesaw-config`` from the patched source, a small GPT with
    ``--mock-data --transformer-impl local``: a batch change, a save and a resume
-   (``bench/gpu_check_megatron.py``);
+   (``bench/gpu_check_megatron.py``), beside the launch runs (so their tokens/s are not a
+   measurement: the calibration below is);
 3. calibration: forward+backward tokens/s and MFU per micro-batch size
    (``seesaw_ds.calibrate.measure_compute``), peak memory per micro-batch size, optimizer
    step time, all-reduce time of a gradient-sized buffer (one GPU: NCCL with no peer, so
@@ -37,6 +38,7 @@ import socket
 import statistics
 import sys
 import tempfile
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -371,14 +373,19 @@ def main(argv=None) -> int:
     from gpu_check_megatron import megatron_run
     from gpu_check_runs import product_runs
 
-    _part(summary, "product", lambda: product_runs(s, gpu, work, log), log)
+    megatron = None
     if s["megatron"] is None:
         summary["megatron"] = {"skipped": "CPU fallback: Megatron-LM's pretrain_gpt.py needs "
                                           "CUDA (initialize_megatron: 'Megatron requires "
                                           "CUDA')"}
-    else:
-        _part(summary, "megatron",
-              lambda: megatron_run(s["megatron"], gpu, work, args.wheels, log), log)
+    else:  # beside the launch runs (their first minutes build FusedAdam on the CPU)
+        megatron = threading.Thread(target=_part, args=(
+            summary, "megatron",
+            lambda: megatron_run(s["megatron"], gpu, work, args.wheels, log), log))
+        megatron.start()
+    _part(summary, "product", lambda: product_runs(s, gpu, work, log), log)
+    if megatron is not None:
+        megatron.join()
     _init_distributed()
     import deepspeed
 
