@@ -242,7 +242,8 @@ def calibration(s: dict, gpu: bool, device: str) -> dict:
 
     seconds, optimizer_seconds, grad_bytes, _ = measure_compute(
         s["shape"], s["vocab"], s["seq"], s["micros"], s["repeats"], gpu, tick)
-    flops = _flops_per_token(_model(s), s["shape"], s["seq"])
+    with torch.device("meta"):  # parameters counted, not allocated
+        flops = _flops_per_token(_model(s), s["shape"], s["seq"])
     peak = _peak_flops(device) if gpu else None
     throughput = {}
     for micro, value in seconds.items():

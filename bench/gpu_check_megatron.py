@@ -50,6 +50,25 @@ def find_megatron_lm(work: Path, wheels: Optional[str]) -> Optional[Path]:
     return target
 
 
+def prebuilt_helpers() -> str:
+    """Megatron-LM's ``initialize_megatron`` runs ``make -C megatron/core/datasets`` and exits
+    if it fails; a megatron-core wheel ships ``helpers_cpp`` compiled but no Makefile. Give
+    such an install a Makefile with nothing to do (nothing to compile: no pybind11 needed)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("megatron.core")  # the package, not executed
+    if spec is None or not spec.submodule_search_locations:
+        return "megatron.core not found"
+    folder = Path(list(spec.submodule_search_locations)[0]) / "datasets"
+    if (folder / "Makefile").exists():
+        return f"{folder}/Makefile exists"
+    if not list(folder.glob("helpers_cpp*.so")):
+        return f"no compiled helpers_cpp in {folder} and no Makefile: Megatron-LM will fail"
+    (folder / "Makefile").write_text("default:\n\t@echo 'helpers_cpp: prebuilt in the "
+                                     "megatron-core wheel'\n")
+    return f"helpers_cpp prebuilt (wheel); wrote a no-op {folder}/Makefile"
+
+
 def seesaw_config(s: Dict[str, Any]) -> Dict[str, Any]:
     return {
         "train_batch_size": s["b0"], "train_micro_batch_size_per_gpu": s["micro"],
@@ -117,6 +136,7 @@ def megatron_run(s: Dict[str, Any], gpu: bool, work: Path, wheels: Optional[str]
                            "bench/make_gpu_wheels.sh (packs it into the wheel folder)"}
     from seesaw_ds.config import plan_from_ds_config
 
+    helpers = prebuilt_helpers()
     folder = work / "megatron"
     folder.mkdir(parents=True, exist_ok=True)
     config = folder / "seesaw.json"
@@ -128,7 +148,8 @@ def megatron_run(s: Dict[str, Any], gpu: bool, work: Path, wheels: Optional[str]
     env = dict(os.environ, PYTHONUNBUFFERED="1", CUDA_DEVICE_MAX_CONNECTIONS="1")
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(tree), str(REPO),
                                                       env.get("PYTHONPATH")]))
-    result: Dict[str, Any] = {"tree": str(tree), "planned_iterations": plan.optimizer_steps,
+    result: Dict[str, Any] = {"tree": str(tree), "dataset_helpers": helpers,
+                              "planned_iterations": plan.optimizer_steps,
                               "exit_interval": first_change + 1, "jobs": []}
     logs = []
     for job, extra in (("save", ["--exit-interval", str(first_change + 1)]),
