@@ -77,8 +77,9 @@ def main(argv=None) -> int:
     for gap in gaps:
         print(f"gpu_check_wheels: {gap}", file=sys.stderr)
     if not gaps:
-        print(f"gpu_check_wheels: every requirement of the {len(list(Path(args.folder).glob('*.whl')))} "
-              f"wheels is in the folder or on the GPU machine (Python {args.python_version})")
+        count = len(list(Path(args.folder).glob("*.whl")))
+        print(f"gpu_check_wheels: every requirement of the {count} wheels is in the folder or "
+              f"on the GPU machine (Python {args.python_version})")
     return 1 if gaps else 0
 
 

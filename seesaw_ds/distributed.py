@@ -7,8 +7,8 @@ Note:
     Every tensor handed to a collective lives on the accelerator's current device
     (:func:`current_device`): NCCL has no CPU device ("No backend type associated with device
     type cpu"), while gloo takes any, so a CPU test cannot see a stray CPU tensor.
-    ``tests/test_device_discipline.py`` runs these helpers under a process group that knows
-    only a non-CPU device.
+    ``tests/distributed/test_device_discipline.py`` runs these helpers under a process group
+    that knows only a non-CPU device.
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ def all_mean(values: Sequence[Union[float, "torch.Tensor"]]) -> List[float]:
         tensor = torch.stack([
             value.detach().reshape(()).to(device=device, dtype=torch.float64)
             if isinstance(value, torch.Tensor)
-            else torch.tensor(float(value), dtype=torch.float64, device=device)
+            else torch.full((), float(value), dtype=torch.float64, device=device)  # no copy
             for value in values])
     else:
         tensor = torch.tensor([float(value) for value in values], dtype=torch.float64,
