@@ -60,11 +60,11 @@ def _settings(gpu: bool) -> dict:
             "b0": 16, "micro": 8, "total_tokens": 2.0e6, "data_vocab": 4096,
             "data_bytes": 4_000_000, "split": "98,2,0", "eval_interval": 1.0e6,
             "eval_batches": 4, "eval_batch_size": 8, "checkpoint_interval": 1.0e6,
-            "loss_tolerance": 5e-2,
+            "loss_tolerance": 5e-2, "launch_timeout": 300,
             # Megatron-LM: 63 iterations, batch 16 -> 88 sequences of 256
             "megatron": {"layers": 4, "hidden": 256, "heads": 4, "seq": 256, "vocab": 4096,
                          "b0": 16, "micro": 4, "total_tokens": 4.0e5,
-                         "megatron_timeout": 300},
+                         "megatron_timeout": 240},
         }
     return {
         "shape": "micro", "seq": 64, "vocab": 512, "micros": [1, 2], "repeats": 2,
@@ -73,7 +73,7 @@ def _settings(gpu: bool) -> dict:
         "b0": 8, "micro": 2, "total_tokens": 2.0e4, "data_vocab": 512,
         "data_bytes": 400_000, "split": "80,20,0", "eval_interval": 1.0e4,
         "eval_batches": 2, "eval_batch_size": 4, "checkpoint_interval": 1.0e4,
-        "loss_tolerance": 0.0,
+        "loss_tolerance": 0.0, "launch_timeout": 600,
         "megatron": None,
     }
 
@@ -384,24 +384,30 @@ def main(argv=None) -> int:
             summary, "megatron",
             lambda: megatron_run(s["megatron"], gpu, work, args.wheels, log), log))
         megatron.start()
+    logs = Path(args.out).with_suffix(".logs")
+
+    def save() -> None:  # after every part: a run cut short still leaves what it found
+        from seesaw_ds.atomic_files import write_json_atomic
+
+        summary["checks"] = _verdict(summary)
+        summary["wall_seconds"] = time.perf_counter() - started
+        write_json_atomic(args.out, summary)
+        if (work / "logs").is_dir():
+            shutil.copytree(work / "logs", logs, dirs_exist_ok=True)
+
     _part(summary, "product", lambda: product_runs(s, gpu, work, log), log)
+    save()
     if megatron is not None:
         megatron.join()
+        save()
     _init_distributed()
     import deepspeed
 
     summary["deepspeed"] = deepspeed.__version__
     _part(summary, "calibration", lambda: calibration(s, gpu, device), log)
+    save()
     _part(summary, "ab_overhead", lambda: ab_overhead(s, gpu), log)
-    summary["checks"] = _verdict(summary)
-    summary["wall_seconds"] = time.perf_counter() - started
-    from seesaw_ds.atomic_files import write_json_atomic
-
-    write_json_atomic(args.out, summary)
-    logs = Path(args.out).with_suffix(".logs")
-    if (work / "logs").is_dir():
-        shutil.rmtree(logs, ignore_errors=True)
-        shutil.copytree(work / "logs", logs)
+    save()
     _report(summary, log)
     log(f"gpu_check: {'OK' if summary['checks']['ok'] else 'FAILED'}; summary in {args.out}, "
         f"logs in {logs} ({summary['wall_seconds']:.0f} s)")

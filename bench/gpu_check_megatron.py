@@ -17,12 +17,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
 import sys
 import tarfile
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional
+
+from gpu_check_runs import run_logged
 
 REPO = Path(__file__).resolve().parents[1]
 TARBALL = "megatron_lm_seesaw.tar.gz"
@@ -158,21 +159,19 @@ def megatron_run(s: Dict[str, Any], gpu: bool, work: Path, wheels: Optional[str]
                    "--master_port", str(_port()), "pretrain_gpt.py",
                    *_argv(s, config, checkpoints), *extra]
         started = time.perf_counter()
-        done = subprocess.run(command, cwd=str(tree), env=env, capture_output=True, text=True,
-                              timeout=s["megatron_timeout"])
-        text = done.stdout + done.stderr
         path = work / "logs" / f"megatron_{job}.log"
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
+        code = run_logged(command, tree, env, path, s["megatron_timeout"])
+        text = path.read_text(errors="replace")
         lines = _parse(text)
         logs.extend(lines)
-        result["jobs"].append({"job": job, "exit": done.returncode, "log": str(path),
+        result["jobs"].append({"job": job, "exit": code, "log": str(path),
                                "seconds": time.perf_counter() - started,
                                "iterations": [l["iteration"] for l in lines][:1]
                                + [l["iteration"] for l in lines][-1:]})
-        log(f"  megatron {job}: exit {done.returncode}, {len(lines)} iterations logged")
-        if done.returncode != 0:
-            result["error"] = f"{job} exited {done.returncode}: {text[-2500:]}"
+        log(f"  megatron {job}: exit {code}, {len(lines)} iterations logged")
+        if code != 0:
+            result["error"] = f"{job} exited {code}: {text[-2500:]}"
             return result
     result.update(_check(logs, plan))
     resumed = [l["iteration"] for l in logs]

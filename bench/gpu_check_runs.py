@@ -32,7 +32,7 @@ from typing import Any, Dict, List, Optional
 REPO = Path(__file__).resolve().parents[1]
 SCHEDULE_COLUMNS = ("step", "tokens", "lr", "global_batch", "micro_batch", "grad_accum")
 
-__all__ = ["product_runs"]
+__all__ = ["product_runs", "run_logged"]
 
 
 def _free_port() -> int:
@@ -107,23 +107,22 @@ class Launch:
         self.logs.append(str(path))
         return path
 
-    def run(self, *extra: str, timeout: float = 600) -> float:
-        """Run to the end; wall seconds. Raises with the log tail unless it exits 0."""
+    def run(self, *extra: str) -> float:
+        """Run to the end; wall seconds. Raises with the log tail unless it exits 0 within
+        ``s["launch_timeout"]`` seconds (then launcher and ranks are killed)."""
         path, started = self._log_path(), time.perf_counter()
         self.log(f"  {self.name}: {' '.join(self.command(*extra)[2:])}")
-        with open(path, "w", encoding="utf-8") as handle:
-            code = subprocess.call(self.command(*extra), cwd=str(REPO), env=self.env(),
-                                   stdout=handle, stderr=subprocess.STDOUT, timeout=timeout)
+        code = run_logged(self.command(*extra), REPO, self.env(), path, self.s["launch_timeout"])
         if code != 0:
             raise RuntimeError(f"{self.name} exited {code}: {_tail(path)}")
         return time.perf_counter() - started
 
-    def run_and_kill(self, past_step: int, rows_after: int, timeout: float = 600) -> int:
+    def run_and_kill(self, past_step: int, rows_after: int) -> int:
         """Start, SIGKILL launcher and ranks once ``latest`` names a checkpoint of a step
         > ``past_step`` and ``rows_after`` more steps are logged; the checkpoint's step."""
         path = self._log_path()
         latest, steps = self.out / "checkpoints" / "latest", self.out / "steps.csv"
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + self.s["launch_timeout"]
         with open(path, "w", encoding="utf-8") as handle:
             proc = subprocess.Popen(self.command(), cwd=str(REPO), env=self.env(),
                                     stdout=handle, stderr=subprocess.STDOUT)
@@ -163,6 +162,23 @@ class Launch:
         with open(found[0], encoding="utf-8") as handle:
             rows = list(csv.reader(handle))
         return [[float(r[0]), float(r[1])] for r in rows[1:] if len(r) >= 2]
+
+
+def run_logged(command: List[str], cwd: Path, env: Dict[str, str], log: Path,
+               timeout: float) -> int:
+    """Run ``command`` with its output in ``log``; past ``timeout`` seconds kill it and every
+    process it started (exit code -9)."""
+    with open(log, "w", encoding="utf-8") as handle:
+        proc = subprocess.Popen(command, cwd=str(cwd), env=env, stdout=handle,
+                                stderr=subprocess.STDOUT)
+    try:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _kill_tree(proc.pid)
+        proc.wait()
+        with open(log, "a", encoding="utf-8") as handle:
+            handle.write(f"\n[gpu_check] killed after {timeout:.0f} s\n")
+        return -9
 
 
 def _tail(path: Path, chars: int = 3000) -> str:
