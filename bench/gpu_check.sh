@@ -22,7 +22,30 @@ if ! "$PYTHON" -c "import deepspeed, megatron.core, seesaw_ds" >/dev/null 2>&1; 
     if [ ! -f "$SITE/.installed" ]; then
         echo "gpu_check: installing $(ls "$SEESAW_WHEELS"/*.whl | wc -l) wheels offline into $SITE"
         rm -rf "$SITE"
-        "$PYTHON" -m pip install -q --no-index --no-deps --target "$SITE" "$SEESAW_WHEELS"/*.whl
+        if "$PYTHON" -m pip --version >/dev/null 2>&1; then
+            "$PYTHON" -m pip install -q --no-index --no-deps --target "$SITE" \
+                "$SEESAW_WHEELS"/*.whl
+        else  # no pip: a wheel is a zip of the install tree (+ .data/scripts for bin/)
+            "$PYTHON" - "$SITE" "$SEESAW_WHEELS"/*.whl <<'PY'
+import glob, os, shutil, sys, zipfile
+site = sys.argv[1]
+for wheel in sys.argv[2:]:
+    zipfile.ZipFile(wheel).extractall(site)
+for data in glob.glob(os.path.join(site, "*.data")):
+    for kind in os.listdir(data):
+        target = os.path.join(site, "bin") if kind == "scripts" else site
+        shutil.copytree(os.path.join(data, kind), target, dirs_exist_ok=True)
+    shutil.rmtree(data)
+for script in glob.glob(os.path.join(site, "bin", "*")):
+    with open(script, "rb") as handle:
+        text = handle.read()
+    if text.startswith(b"#!python"):
+        text = b"#!" + sys.executable.encode() + text[len(b"#!python"):]
+        with open(script, "wb") as handle:
+            handle.write(text)
+    os.chmod(script, 0o755)
+PY
+        fi
         touch "$SITE/.installed"
     fi
     export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
