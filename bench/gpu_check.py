@@ -58,7 +58,7 @@ def _settings(gpu: bool) -> dict:
             "repeats": 5, "ab_steps": 12, "ab_reps": 3,
             # the launch-path runs: 78 steps, batch 16 -> 120 (10 changes), 2.0M tokens
             "b0": 16, "micro": 8, "total_tokens": 2.0e6, "data_vocab": 4096,
-            "data_bytes": 4_000_000, "split": "98,2,0", "eval_interval": 1.0e6,
+            "data_bytes": 4_000_000, "split": "90,10,0", "eval_interval": 1.0e6,
             "eval_batches": 4, "eval_batch_size": 8, "checkpoint_interval": 1.0e6,
             "loss_tolerance": 5e-2, "launch_timeout": 300,
             # Megatron-LM: 63 iterations, batch 16 -> 88 sequences of 256
