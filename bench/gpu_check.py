@@ -55,7 +55,7 @@ def _settings(gpu: bool) -> dict:
         return {
             # calibration and A/B (in this process)
             "shape": "150m", "seq": 1024, "vocab": 32128, "micros": [1, 2, 4, 8, 16],
-            "repeats": 5, "ab_steps": 12, "ab_reps": 3,
+            "repeats": 5, "ab_steps": 8, "ab_reps": 3,
             # the launch-path runs: 78 steps, batch 16 -> 120 (10 changes), 2.0M tokens
             "b0": 16, "micro": 8, "total_tokens": 2.0e6, "data_vocab": 4096,
             "data_bytes": 4_000_000, "split": "90,10,0", "eval_interval": 1.0e6,
