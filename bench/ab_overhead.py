@@ -134,7 +134,8 @@ class Engine:
         started, cpu_started = time.perf_counter(), time.thread_time()
         while True:
             batch_data = next(self.iterator)
-            out = engine(batch_data["tokens"], batch_data["labels"])
+            out = engine(batch_data["tokens"].to(engine.device),
+                         batch_data["labels"].to(engine.device))
             engine.backward(out.loss)
             closing = engine.is_gradient_accumulation_boundary()
             engine.step()

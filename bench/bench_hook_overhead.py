@@ -125,7 +125,7 @@ def worker(args) -> None:
                 hook_before, sched_before = hook.hook_seconds, sched_time[0]
                 cpu_before = hook.hook_cpu_seconds + sched_cpu[0]
                 batch_before = hook.setting.global_batch
-            loss = engine(x, y)
+            loss = engine(x.to(engine.device), y.to(engine.device))
             engine.backward(loss)
             engine.step()
             if not hook.at_boundary:

@@ -84,7 +84,7 @@ def main():
     rank0 = engine.global_rank == 0
     last_step, started = engine.global_steps, time.time()
     for batch in loader:
-        loss = engine(batch)
+        loss = engine({key: value.to(engine.device) for key, value in batch.items()})
         engine.backward(loss)
         engine.step()
         if engine.global_steps == last_step:

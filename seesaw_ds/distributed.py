@@ -2,13 +2,23 @@
 
 Each works without a process group (a world of one), so callers need no special case.
 ``torch`` is imported inside the functions: importing this module stays cheap.
+
+Note:
+    Every tensor handed to a collective lives on the accelerator's current device
+    (:func:`current_device`): NCCL has no CPU device ("No backend type associated with device
+    type cpu"), while gloo takes any, so a CPU test cannot see a stray CPU tensor.
+    ``tests/distributed/test_device_discipline.py`` runs these helpers under a process group
+    that knows only a non-CPU device.
 """
 
 from __future__ import annotations
 
-from typing import List
+from typing import TYPE_CHECKING, List, Sequence, Union
 
-__all__ = ["rank", "world_size", "barrier", "all_mean"]
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["rank", "world_size", "barrier", "current_device", "all_mean"]
 
 
 def rank() -> int:
@@ -33,13 +43,41 @@ def barrier() -> None:
         dist.barrier()
 
 
-def all_mean(values: List[float]) -> List[float]:
-    """Mean over ranks of each value (float64 all-reduce; the values themselves alone)."""
+def current_device():
+    """The accelerator's current device: DeepSpeed's ``get_accelerator()`` (``cuda:N`` on a
+    GPU, ``cpu`` on its CPU accelerator), else torch's current CUDA device, else the CPU."""
+    import torch
+
+    try:
+        from deepspeed.accelerator import get_accelerator
+    except ImportError:
+        if torch.cuda.is_available():
+            return torch.device("cuda", torch.cuda.current_device())
+        return torch.device("cpu")
+    return torch.device(get_accelerator().current_device_name())
+
+
+def all_mean(values: Sequence[Union[float, "torch.Tensor"]]) -> List[float]:
+    """Mean over ranks of each value, as host floats.
+
+    ``values`` are Python numbers or one-element tensors (on any device: a loss kept on the
+    GPU is not synced before this call). One float64 all-reduce on :func:`current_device`,
+    then one copy back to the host.
+    """
     import torch
     import torch.distributed as dist
 
-    tensor = torch.tensor(values, dtype=torch.float64)
+    device = current_device()
+    if any(isinstance(value, torch.Tensor) for value in values):
+        tensor = torch.stack([
+            value.detach().reshape(()).to(device=device, dtype=torch.float64)
+            if isinstance(value, torch.Tensor)
+            else torch.full((), float(value), dtype=torch.float64, device=device)  # no copy
+            for value in values])
+    else:
+        tensor = torch.tensor([float(value) for value in values], dtype=torch.float64,
+                              device=device)
     if dist.is_available() and dist.is_initialized():
         dist.all_reduce(tensor)
         tensor /= dist.get_world_size()
-    return tensor.tolist()
+    return tensor.cpu().tolist()  # the one copy back to the host

@@ -183,8 +183,15 @@ def _datasets(run, prepared, plan):
     return train, batches
 
 
+def _on_device(batch, device):
+    """The batch's tensors on the engine's device (the loader yields host tensors)."""
+    return {key: value.to(device, non_blocking=True) if hasattr(value, "to") else value
+            for key, value in batch.items()}
+
+
 def _evaluate(engine, batches) -> float:
-    """Mean CE over the fixed validation batches, sharded over ranks."""
+    """Mean CE over the fixed validation batches, sharded over ranks (summed on the device,
+    one all-reduce and one host copy at the end)."""
     import torch
 
     me, world = rank(), world_size()
@@ -194,8 +201,9 @@ def _evaluate(engine, batches) -> float:
         for index, batch in enumerate(batches):
             if index % world != me:
                 continue
+            batch = _on_device(batch, engine.device)
             out = engine(batch["tokens"], batch["labels"])
-            total += float(out.ce)
+            total = total + out.ce.detach().double()
             count += 1
     engine.train()
     total, count = all_mean([total, float(count)])
@@ -344,22 +352,23 @@ class _Session:
         engine, hook, guard, max_steps = self.engine, self.hook, self.guard, self.args.max_steps
         if max_steps is not None and hook.step >= max_steps:
             return  # resumed at --max-steps N: train nothing
-        window_losses: List[float] = []
+        window_loss, window_micro = 0.0, 0  # summed on the device: no sync per micro-step
         started = time.perf_counter()
         for batch in self.loader:
+            batch = _on_device(batch, engine.device)
             if guard is not None and hook.at_boundary:
                 guard.probe(batch)
             out = engine(batch["tokens"], batch["labels"])
             engine.backward(out.loss)
-            window_losses.append(float(out.ce))
+            window_loss, window_micro = window_loss + out.ce.detach().double(), window_micro + 1
             if guard is not None and engine.is_gradient_accumulation_boundary():
                 guard.before_step()
             setting = hook.setting
             engine.step()
             if not hook.at_boundary:
                 continue
-            loss = all_mean([sum(window_losses) / len(window_losses)])[0]
-            window_losses = []
+            loss = all_mean([window_loss / window_micro])[0]  # the step's one host sync
+            window_loss, window_micro = 0.0, 0
             if guard is not None:
                 guard.after_step(setting, hook)
             self.state["wall"] += time.perf_counter() - started
@@ -447,6 +456,7 @@ def _run(args, run, ds_config, validated) -> int:
 
     _single_process_env()
     deepspeed.init_distributed(dist_backend=_backend())
+    _set_device()
     log = (lambda message: print(message, flush=True)) if rank() == 0 else (lambda message: None)
     engine, loader, valid_batches = _build(run, validated, ds_config, log, args.force_prepare)
     _Session(args, run, validated, engine, loader, valid_batches, log).execute()
@@ -468,6 +478,14 @@ def _single_process_env() -> None:
         port = sock.getsockname()[1]
     os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port))
+
+
+def _set_device() -> None:
+    """This rank's accelerator device, before the first collective (``_prepare_data``'s
+    barrier): NCCL binds each rank's communicator to the current device."""
+    from deepspeed.accelerator import get_accelerator
+
+    get_accelerator().set_device(int(os.environ.get("LOCAL_RANK", "0")))
 
 
 def _backend() -> str:

@@ -114,7 +114,7 @@ class GuardDriver:
         params = [p for p in module.parameters() if p.requires_grad]
         loss = module(batch["tokens"], batch["labels"]).loss
         grads = torch.autograd.grad(loss, params)
-        local = float(sum(g.detach().float().pow(2).sum() for g in grads))
+        local = sum(g.detach().float().pow(2).sum() for g in grads)  # stays on the device
         self.small_sq = all_mean([local])[0]
         self.small_batch = int(batch["tokens"].shape[0])
 
