@@ -18,11 +18,11 @@ Example::
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from dataclasses import dataclass
 from typing import Any, Dict, Mapping, Optional, Tuple
 
-from seesaw_ds.config.typed import boolean, choice, number, token_count, whole
+from seesaw_ds.config.typed import (
+    boolean, choice, close_match, key_name, number, token_count, whole)
 from seesaw_ds.errors import SeesawConfigError
 from seesaw_ds.schedules.batch_schedules import _LR_SCALINGS as LR_SCALINGS
 from seesaw_ds.schedules.lr_schedules import _WSD_TAILS as WSD_TAILS
@@ -107,11 +107,9 @@ def parse_token_count(field: str, value: Any) -> float:
 def _reject_unknown(section: str, given: Mapping[str, Any], allowed: set, hint: str) -> None:
     for key in given:
         if key not in allowed:
-            close = difflib.get_close_matches(key, sorted(allowed), n=1)
-            suggestion = f" Did you mean {close[0]!r}?" if close else ""
             raise SeesawConfigError(
-                f"{section}.{key} is not a known key{hint}.{suggestion} Known keys: "
-                f"{sorted(allowed)}."
+                f"{section}.{key_name(key)} is not a known key{hint}."
+                f"{close_match(key, sorted(allowed))} Known keys: {sorted(allowed)}."
             )
 
 

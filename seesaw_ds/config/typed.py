@@ -15,7 +15,8 @@ from typing import Any, Optional, Sequence
 
 from seesaw_ds.errors import SeesawConfigError, text_number_hint
 
-__all__ = ["boolean", "number", "whole", "choice", "token_count", "is_number"]
+__all__ = ["boolean", "number", "whole", "choice", "token_count", "is_number", "key_name",
+           "close_match"]
 
 _SUFFIXES = {"K": 1e3, "M": 1e6, "B": 1e9, "G": 1e9, "T": 1e12}
 
@@ -28,6 +29,23 @@ def is_number(value: Any) -> bool:
         return math.isfinite(value)
     except OverflowError:  # an int beyond float range
         return False
+
+
+def key_name(key: Any) -> str:
+    """A mapping key as it prints on one line: plain text as is, anything else (a key with a
+    newline or a control character, a YAML number) as its repr."""
+    if isinstance(key, str) and key and key.isprintable() and key.strip() == key:
+        return key
+    return repr(key)
+
+
+def close_match(value: Any, options: Sequence[str]) -> str:
+    """" Did you mean 'x'?" for a string close to one of ``options``, else ""."""
+    import difflib
+
+    close = difflib.get_close_matches(value, list(options), n=1) if isinstance(value, str) \
+        else []
+    return f" Did you mean {close[0]!r}?" if close else ""
 
 
 def boolean(field: str, value: Any) -> bool:
@@ -66,13 +84,9 @@ def choice(field: str, value: Any, options: Sequence[str], hint: str = "") -> st
     """One of ``options`` (strings); anything else, of any type, is refused naming them."""
     if isinstance(value, str) and value in options:
         return value
-    import difflib
-
-    close = difflib.get_close_matches(value, list(options), n=1) if isinstance(value, str) \
-        else []
-    suggestion = f" Did you mean {close[0]!r}?" if close else ""
     raise SeesawConfigError(
-        f"{field} = {value!r} is unknown.{suggestion} Use one of {list(options)}{hint}.")
+        f"{field} = {value!r} is unknown.{close_match(value, options)} Use one of "
+        f"{list(options)}{hint}.")
 
 
 def token_count(field: str, value: Any) -> float:
