@@ -149,7 +149,10 @@ class GuardDriver:
                 f"the {self.name} probe measures samples {start}..{start + count - 1}, which "
                 "no rank's first micro-batch holds on this layout: build the loader with "
                 "engine.seesaw.make_loader (seesaw_ds.initialize(training_data=...)).")
-        return loader.samples(start, count)
+        batch = loader.samples(start, count)  # collated on the CPU, as the loader's
+        device = next(self.engine.module.parameters()).device
+        return {key: value.to(device) if hasattr(value, "to") else value
+                for key, value in batch.items()}
 
     def before_step(self) -> None:
         """On ZeRO 0 the reduced gradients sit in ``.grad`` right before the step."""
