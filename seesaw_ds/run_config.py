@@ -16,12 +16,12 @@ Example::
 
 from __future__ import annotations
 
-import difflib
 import os
 from dataclasses import dataclass, field, fields
 from typing import Any, Dict, List, Mapping, Optional
 
 from seesaw_ds.config.section import parse_token_count
+from seesaw_ds.config.typed import close_match, is_number, key_name
 from seesaw_ds.errors import SeesawConfigError
 
 __all__ = ["ModelSettings", "DataSettings", "EvalSettings", "CheckpointSettings",
@@ -90,10 +90,9 @@ def _reject_unknown(section: str, given: Mapping[str, Any], cls) -> None:
     known = [f.name for f in fields(cls)]
     for key in given:
         if key not in known:
-            close = difflib.get_close_matches(key, known, n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
             raise SeesawConfigError(
-                f"run config: {section}{key} is not a known key.{hint} Known: {known}.")
+                f"run config: {section}{key_name(key)} is not a known key."
+                f"{close_match(key, known)} Known: {known}.")
 
 
 def _positive_int(where: str, value: Any) -> int:
@@ -113,8 +112,20 @@ def _section(cls, name: str, raw: Any):
 
 def _expect(where: str, value: Any, kind, what: str, optional: bool = False) -> None:
     if (value is None and optional) or (isinstance(value, kind) and not isinstance(value, bool)):
+        if kind is str and value is not None and "\x00" in value:  # os calls refuse it
+            raise SeesawConfigError(f"run config: {where} = {value!r} holds a NUL byte.")
         return
     raise SeesawConfigError(f"run config: {where} = {value!r} must be {what}.")
+
+
+#: Seeds go to torch.manual_seed, which takes 64-bit values.
+_SEED_LIMIT = 2 ** 63
+
+
+def _seed(where: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < _SEED_LIMIT:
+        raise SeesawConfigError(
+            f"run config: {where} = {value!r} must be an integer in [0, 2**63).")
 
 
 def _check_types(model: ModelSettings, data: DataSettings, checkpoint: CheckpointSettings,
@@ -122,10 +133,12 @@ def _check_types(model: ModelSettings, data: DataSettings, checkpoint: Checkpoin
     """Types that would otherwise fail later, after the process group is up."""
     _expect("model.shape", model.shape, str, "a shape name")
     _expect("model.z_loss_coef", model.z_loss_coef, (int, float), "a number >= 0")
-    if model.z_loss_coef < 0:
-        raise SeesawConfigError(f"run config: model.z_loss_coef = {model.z_loss_coef} "
-                                "must be >= 0.")
+    if not is_number(model.z_loss_coef) or model.z_loss_coef < 0:
+        raise SeesawConfigError(f"run config: model.z_loss_coef = {model.z_loss_coef!r} "
+                                "must be a finite number >= 0.")
     _expect("model.init_seed", model.init_seed, int, "an integer or null", optional=True)
+    if model.init_seed is not None:
+        _seed("model.init_seed", model.init_seed)
     _expect("data.prepared_dir", data.prepared_dir, str, "a directory path")
     _expect("data.tokenizer_model", data.tokenizer_model, str, "a path or null", optional=True)
     _expect("data.text_field", data.text_field, str, "a string")
@@ -136,8 +149,8 @@ def _check_types(model: ModelSettings, data: DataSettings, checkpoint: Checkpoin
         check_text_options(data.encoding, data.encoding_errors, data.doc_separator)
     except SeesawConfigError as error:
         raise SeesawConfigError(f"run config: data.{error}") from None
-    if data.inputs is not None and (not isinstance(data.inputs, list)
-                                    or not all(isinstance(i, str) for i in data.inputs)):
+    if data.inputs is not None and (not isinstance(data.inputs, list) or not all(
+            isinstance(i, str) and "\x00" not in i for i in data.inputs)):
         raise SeesawConfigError(f"run config: data.inputs = {data.inputs!r} must be a list of "
                                 "paths or globs (or null for the standard library corpus).")
     _expect("checkpoint.dir", checkpoint.dir, str, "a directory path or null", optional=True)
@@ -166,10 +179,9 @@ def parse_run_config(raw: Mapping[str, Any]) -> RunConfig:
             checkpoint.dir,
             parse_token_count("checkpoint.interval_tokens", checkpoint.interval_tokens))
     seed = raw.get("seed", 0)
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise SeesawConfigError(f"run config: seed = {seed!r} must be an integer >= 0.")
+    _seed("seed", seed)
     output_dir = raw.get("output_dir", "results/run")
-    if not isinstance(output_dir, str) or not output_dir:
+    if not isinstance(output_dir, str) or not output_dir or "\x00" in output_dir:
         raise SeesawConfigError("run config: output_dir must be a non-empty path.")
     _check_types(model, data, checkpoint, raw.get("name"))
     from seesaw_ds.model.shapes import SHAPES

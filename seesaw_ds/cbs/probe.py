@@ -2,9 +2,11 @@
 
 Measurements (every ``PROBE_EVERY`` optimizer steps):
 
-- small batch: before the window's first micro-batch, the gradient of one rank-local
-  micro-batch, taken with ``torch.autograd.grad`` on the unwrapped module (no ``.grad`` is
-  touched), squared norm averaged over ranks;
+- small batch: before the window's first micro-batch, the gradients of a fixed set of small
+  batches of the window's samples (:class:`~seesaw_ds.cbs.probe_layout.ProbeSize`: the
+  starting layout's per-rank micro-batches, kept in the checkpoint, so a run resumed on
+  another rank count measures the same samples), each taken with ``torch.autograd.grad`` on
+  the unwrapped module (no ``.grad`` is touched), squared norms averaged over the chunks;
 - big batch: the step's global gradient norm (DeepSpeed's ``get_global_grad_norm()``, or
   the all-reduced ``.grad`` of ZeRO stage 0 read just before ``engine.step()``).
 
@@ -18,7 +20,9 @@ re-judging while it holds one back); a changed decision rebuilds the plan from t
 Limitations:
     ZeRO stage 3 (partitioned parameters) is not supported, nor ZeRO 1/2 with
     ``zero_optimization.compute_grad_norm: false`` (no global norm to read); the probe
-    costs one extra forward+backward of a micro-batch every ``PROBE_EVERY`` steps.
+    costs one extra forward+backward of a micro-batch per rank every ``PROBE_EVERY`` steps
+    (on a layout other than the starting one, of the chunks the rank measures, read from the
+    dataset when its own micro-batch does not hold them).
 """
 
 from __future__ import annotations
@@ -29,7 +33,8 @@ from typing import Any, Callable, Optional
 
 from seesaw_ds.cbs.adaptive import AdaptiveGrowth
 from seesaw_ds.cbs.guard import CriticalBatchGuard
-from seesaw_ds.distributed import all_mean
+from seesaw_ds.cbs.probe_layout import ProbeSize, probe_chunks
+from seesaw_ds.distributed import all_mean, world_size
 from seesaw_ds.errors import SeesawConfigError
 
 __all__ = ["GuardDriver", "PROBE_EVERY", "check_guard_supported"]
@@ -79,6 +84,8 @@ class GuardDriver:
         self.name = name
         self.engine = engine
         self.ladder = engine.seesaw.plan  # the plan as configured, without the guard's limits
+        # The probe in samples: this layout's first micro-batches, unless a checkpoint says.
+        self.probe_size = ProbeSize(self.ladder.micro_batch, self.ladder.dp_size)
         self.log = log
         self.small_sq: Optional[float] = None
         self.small_batch: Optional[int] = None
@@ -104,19 +111,48 @@ class GuardDriver:
     # ---- measurements ----------------------------------------------------------------------
 
     def probe(self, batch) -> None:
-        """Small-batch gradient norm on this window's first micro-batch (every few steps)."""
+        """Small-batch gradient norms of the probe's chunks of this window (every few
+        steps); ``batch`` is this rank's first micro-batch of the window."""
+        self.small_sq = None
+        hook = self.engine.seesaw
+        if hook.step % PROBE_EVERY:
+            return
+        size = self.probe_size
+        local = 0.0
+        for chunk, row in probe_chunks(size, hook.plan.dp_size, hook.dp_rank,
+                                       int(batch["tokens"].shape[0])):
+            if row is not None:
+                part = {key: value[row:row + size.chunk_samples] for key, value in batch.items()}
+            else:
+                part = self._samples(hook.consumed_samples + chunk * size.chunk_samples,
+                                     size.chunk_samples)
+            local += self._sq_norm(part)
+        self.small_sq = all_mean([local])[0] * (world_size() / size.chunks)
+        self.small_batch = size.chunk_samples
+
+    def _sq_norm(self, batch):
+        """``|g|^2`` of the mean loss over ``batch`` (a 0-d tensor on the model's device)."""
         import torch
 
-        self.small_sq = None
-        if self.engine.seesaw.step % PROBE_EVERY:
-            return
         module = self.engine.module
         params = [p for p in module.parameters() if p.requires_grad]
         loss = module(batch["tokens"], batch["labels"]).loss
         grads = torch.autograd.grad(loss, params)
-        local = sum(g.detach().float().pow(2).sum() for g in grads)  # stays on the device
-        self.small_sq = all_mean([local])[0]
-        self.small_batch = int(batch["tokens"].shape[0])
+        return sum(g.detach().float().pow(2).sum() for g in grads)  # stays on the device
+
+    def _samples(self, start: int, count: int):
+        """Samples ``start ..`` of the run's stream, which no rank holds in this window's
+        first micro-batch (the run was resumed on another layout)."""
+        loader = self.engine.seesaw.loader
+        if loader is None:
+            raise RuntimeError(
+                f"the {self.name} probe measures samples {start}..{start + count - 1}, which "
+                "no rank's first micro-batch holds on this layout: build the loader with "
+                "engine.seesaw.make_loader (seesaw_ds.initialize(training_data=...)).")
+        batch = loader.samples(start, count)  # collated on the CPU, as the loader's
+        device = next(self.engine.module.parameters()).device
+        return {key: value.to(device) if hasattr(value, "to") else value
+                for key, value in batch.items()}
 
     def before_step(self) -> None:
         """On ZeRO 0 the reduced gradients sit in ``.grad`` right before the step."""
@@ -157,7 +193,8 @@ class GuardDriver:
     # ---- persistence ---------------------------------------------------------------------
 
     def state_dict(self) -> dict:
-        return {"guard": self.guard.state_dict(), "decisions": self.decisions}
+        return {"guard": self.guard.state_dict(), "decisions": self.decisions,
+                "probe": self.probe_size.to_dict()}
 
     def restore(self, checkpoint_dir: str) -> None:
         """Re-apply a saved hold before the engine's checkpoint (and plan check) loads."""
@@ -171,6 +208,8 @@ class GuardDriver:
             saved = json.load(handle)
         self.guard.load_state_dict(saved["guard"])
         self.decisions = saved["decisions"]
+        if "probe" in saved:  # older checkpoints: this layout's size
+            self.probe_size = ProbeSize.from_dict(saved["probe"])
         if self.guard.limits:
             self.engine.seesaw.replace_plan(self.guard.plan_for(self.ladder))
 

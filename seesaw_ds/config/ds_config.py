@@ -11,12 +11,12 @@ it is that optimizer's ``param_groups[0]["lr"]`` (other groups keep their ratio 
 from __future__ import annotations
 
 import json
-import math
 import os
 from dataclasses import dataclass
 from typing import Any, Dict, Mapping, Optional, Union
 
 from seesaw_ds.config.section import SeesawSection, parse_seesaw_section
+from seesaw_ds.config.typed import is_number
 from seesaw_ds.errors import SeesawConfigError, text_number_hint
 from seesaw_ds.schedules import Plan
 
@@ -150,10 +150,7 @@ def peak_lr_of(config: Mapping[str, Any], fallback: Optional[float] = None) -> f
             "with a client optimizer its param_groups[0] lr is the peak: seesaw-ds plan "
             "--peak-lr LR)."
         )
-    if (
-        isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr)
-        or lr <= 0
-    ):
+    if not is_number(lr) or lr <= 0:
         raise SeesawConfigError(
             f"optimizer.params.lr = {lr!r} must be a positive finite number."
             f"{text_number_hint(lr)}"

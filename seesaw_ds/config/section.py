@@ -18,12 +18,14 @@ Example::
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import math
 from dataclasses import dataclass
 from typing import Any, Dict, Mapping, Optional, Tuple
 
-from seesaw_ds.errors import SeesawConfigError, text_number_hint
+from seesaw_ds.config.typed import (
+    boolean, choice, close_match, key_name, number, token_count, whole)
+from seesaw_ds.errors import SeesawConfigError
+from seesaw_ds.schedules.batch_schedules import _LR_SCALINGS as LR_SCALINGS
+from seesaw_ds.schedules.lr_schedules import _WSD_TAILS as WSD_TAILS
 from seesaw_ds.schedules.multiples import check_no_online_decisions, parse_multiple_stages
 from seesaw_ds.schedules.optimizer_scaling import OptimizerScaling
 from seesaw_ds.schedules import (
@@ -35,9 +37,39 @@ from seesaw_ds.schedules import (
     Plan,
 )
 
-__all__ = ["SeesawSection", "CBSGuardSettings", "parse_seesaw_section", "parse_token_count"]
+__all__ = ["SeesawSection", "CBSGuardSettings", "parse_seesaw_section", "parse_token_count",
+           "KEY_TYPES"]
 
-_SUFFIXES = {"K": 1e3, "M": 1e6, "B": 1e9, "G": 1e9, "T": 1e12}
+#: Every key of the section (dotted below ``seesaw``) and its JSON type: ``bool`` (only
+#: true/false), ``int`` (a whole number), ``number``, ``tokens`` (a number or "3.3B"),
+#: ``choice`` (one of a few strings), ``object``, ``list``; ``|null`` where null means "not
+#: set". Each is checked with the helpers of :mod:`seesaw_ds.config.typed`;
+#: ``tests/config/test_config_types.py`` feeds every key values of the wrong types.
+KEY_TYPES: Dict[str, str] = {
+    "total_tokens": "tokens", "seq_length": "int", "batch_schedule": "choice",
+    "lr_schedule": "object", "min_lr": "number", "batch_multiple": "int|null",
+    "batch_multiple_stages": "list|null", "growth_policy": "choice",
+    "max_micro_batch": "int|null", "cbs_guard": "object", "data_seed": "int",
+    "keep_weight_decay_timescale": "bool", "keep_beta2_half_life": "bool",
+    # batch-schedule options
+    "batch_growth": "number", "lr_cut": "number", "max_batch": "int|null", "strict": "bool",
+    "adaptive": "object", "final_batch": "int", "batch_increment": "int",
+    "ramp_tokens": "tokens", "lr_scaling": "choice", "batch_steps": "list",
+    "switch_fraction": "number", "switch_batch": "int",
+    # lr_schedule
+    "lr_schedule.type": "choice", "lr_schedule.warmup_tokens": "tokens",
+    "lr_schedule.warmup_fraction": "number", "lr_schedule.warmup_start_factor": "number",
+    "lr_schedule.final_factor": "number", "lr_schedule.decay_tokens": "tokens",
+    "lr_schedule.decay_fraction": "number", "lr_schedule.tail": "choice",
+    "lr_schedule.milestones": "list", "lr_schedule.milestone_fractions": "list",
+    "lr_schedule.gamma": "number", "lr_schedule.timescale_tokens": "tokens",
+    # cbs_guard and adaptive
+    "cbs_guard.enabled": "bool", "cbs_guard.ema_decay": "number",
+    "cbs_guard.safety_factor": "number", "cbs_guard.min_samples": "int",
+    "cbs_guard.action": "choice",
+    "adaptive.safety_factor": "number", "adaptive.lr_ceiling": "number",
+    "adaptive.ema_decay": "number", "adaptive.min_samples": "int",
+}
 
 _SCHEDULE_KEYS = {
     "seesaw": {"batch_growth", "lr_cut", "max_batch", "strict"},
@@ -71,47 +103,23 @@ _ADAPTIVE_KEYS = {"safety_factor", "lr_ceiling", "ema_decay", "min_samples"}
 
 def parse_token_count(field: str, value: Any) -> float:
     """A token count from a number or a string like ``"3.3B"`` / ``"250M"``."""
-    number = value
-    if isinstance(value, str):
-        text = value.strip().upper()
-        scale = _SUFFIXES.get(text[-1:], None)
-        try:
-            number = float(text[:-1]) * scale if scale else float(text)
-        except ValueError:
-            number = None
-    if isinstance(number, bool) or not isinstance(number, (int, float)) or not math.isfinite(
-        number
-    ):
-        raise SeesawConfigError(
-            f"{field} = {value!r} is not a token count: give a number such as 3.3e9 or a "
-            "string such as \"3.3B\"."
-        )
-    if number <= 0:
-        raise SeesawConfigError(f"{field} = {value!r} must be a positive number of tokens.")
-    return float(number)
+    return token_count(field, value)
 
 
 def _reject_unknown(section: str, given: Mapping[str, Any], allowed: set, hint: str) -> None:
     for key in given:
         if key not in allowed:
-            close = difflib.get_close_matches(key, sorted(allowed), n=1)
-            suggestion = f" Did you mean {close[0]!r}?" if close else ""
             raise SeesawConfigError(
-                f"{section}.{key} is not a known key{hint}.{suggestion} Known keys: "
-                f"{sorted(allowed)}."
+                f"{section}.{key_name(key)} is not a known key{hint}."
+                f"{close_match(key, sorted(allowed))} Known keys: {sorted(allowed)}."
             )
 
 
 def _number(field: str, value: Any, kind=float, minimum: Optional[float] = None):
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise SeesawConfigError(f"{field} = {value!r} must be a number.{text_number_hint(value)}")
-    if not math.isfinite(value):
-        raise SeesawConfigError(f"{field} = {value!r} must be a finite number.")
-    if kind is int and int(value) != value:
-        raise SeesawConfigError(f"{field} = {value!r} must be a whole number.")
-    if minimum is not None and value < minimum:
-        raise SeesawConfigError(f"{field} = {value!r} must be >= {minimum}.")
-    return kind(value)
+    """``number`` or (``kind=int``) ``whole`` of :mod:`seesaw_ds.config.typed`."""
+    if kind is int:
+        return whole(field, value, None if minimum is None else int(minimum))
+    return number(field, value, minimum)
 
 
 @dataclass(frozen=True)
@@ -184,14 +192,8 @@ def parse_seesaw_section(section: Any) -> SeesawSection:
             )
     total_tokens = parse_token_count("seesaw.total_tokens", section["total_tokens"])
     seq_length = _number("seesaw.seq_length", section["seq_length"], int, 1)
-    name = section.get("batch_schedule", "seesaw")
-    if name not in BATCH_SCHEDULES:
-        close = difflib.get_close_matches(str(name), sorted(BATCH_SCHEDULES), n=1)
-        suggestion = f" Did you mean {close[0]!r}?" if close else ""
-        raise SeesawConfigError(
-            f"seesaw.batch_schedule = {name!r} is unknown.{suggestion} Use one of "
-            f"{sorted(BATCH_SCHEDULES)}."
-        )
+    name = choice("seesaw.batch_schedule", section.get("batch_schedule", "seesaw"),
+                  sorted(BATCH_SCHEDULES))
     for key in section:
         owners = [owner for owner, keys in _SCHEDULE_KEYS.items() if key in keys]
         if owners and name not in owners:
@@ -201,12 +203,8 @@ def parse_seesaw_section(section: Any) -> SeesawSection:
             )
     options = {key: section[key] for key in _SCHEDULE_KEYS[name] if key in section}
     options = _typed_batch_options(name, options, total_tokens)
-    growth_policy = section.get("growth_policy", "accumulation")
-    if growth_policy not in GROWTH_POLICIES:
-        raise SeesawConfigError(
-            f"seesaw.growth_policy = {growth_policy!r} is unknown: use one of "
-            f"{list(GROWTH_POLICIES)}."
-        )
+    growth_policy = choice("seesaw.growth_policy", section.get("growth_policy", "accumulation"),
+                           GROWTH_POLICIES)
     if growth_policy == "micro_batch_first" and section.get("max_micro_batch") is None:
         raise SeesawConfigError(
             "seesaw.growth_policy = 'micro_batch_first' needs seesaw.max_micro_batch (the "
@@ -246,10 +244,7 @@ def _multiple_stages(value: Any, parsed: SeesawSection) -> Tuple[Dict[str, Any],
 
 
 def _flag(section: Mapping[str, Any], key: str) -> bool:
-    value = section.get(key, False)
-    if not isinstance(value, bool):
-        raise SeesawConfigError(f"seesaw.{key} = {value!r} must be true or false.")
-    return value
+    return boolean(f"seesaw.{key}", section.get(key, False))
 
 
 def _optional_int(section: Mapping[str, Any], key: str) -> Optional[int]:
@@ -263,16 +258,16 @@ def _typed_batch_options(name: str, options: Dict[str, Any], total_tokens: float
         field = f"seesaw.{key}"
         if key in ("batch_growth", "lr_cut", "switch_fraction"):
             typed[key] = _number(field, value)
-        elif key in ("max_batch", "final_batch", "batch_increment", "switch_batch"):
+        elif key == "max_batch":  # null: no cap
             typed[key] = None if value is None else _number(field, value, int, 1)
+        elif key in ("final_batch", "batch_increment", "switch_batch"):
+            typed[key] = _number(field, value, int, 1)
         elif key == "ramp_tokens":
             typed[key] = parse_token_count(field, value)
         elif key == "strict":
-            if not isinstance(value, bool):
-                raise SeesawConfigError(f"{field} = {value!r} must be true or false.")
-            typed[key] = value
+            typed[key] = boolean(field, value)
         elif key == "lr_scaling":
-            typed[key] = value
+            typed[key] = choice(field, value, LR_SCALINGS)
         elif key == "batch_steps":
             typed[key] = _parse_batch_steps(value)
         elif key == "adaptive":
@@ -307,7 +302,7 @@ def _parse_batch_steps(value: Any):
         )
     return tuple(
         (
-            0.0 if item[0] in (0, "0") else parse_token_count(f"seesaw.batch_steps[{i}]", item[0]),
+            0.0 if _is_zero(item[0]) else parse_token_count(f"seesaw.batch_steps[{i}]", item[0]),
             _number(f"seesaw.batch_steps[{i}] batch", item[1], int, 1),
         )
         for i, item in enumerate(value)
@@ -327,17 +322,14 @@ def _parse_cbs_guard(value: Any) -> CBSGuardSettings:
     if not isinstance(value, Mapping):
         raise SeesawConfigError("seesaw.cbs_guard must be an object, e.g. {\"enabled\": true}.")
     _reject_unknown("seesaw.cbs_guard", value, _CBS_GUARD_KEYS, "")
-    action = value.get("action", "hold")
-    if action not in ("hold", "warn"):
-        raise SeesawConfigError(
-            f"seesaw.cbs_guard.action = {action!r} is unknown: use 'hold' (stop growing the "
-            "batch, put the decay into the LR) or 'warn'."
-        )
+    action = choice("seesaw.cbs_guard.action", value.get("action", "hold"), ("hold", "warn"),
+                    " ('hold' stops growing the batch and puts the decay into the LR; 'warn' "
+                    "only reports)")
     decay = _number("seesaw.cbs_guard.ema_decay", value.get("ema_decay", 0.95))
     if not 0.0 <= decay < 1.0:
         raise SeesawConfigError(f"seesaw.cbs_guard.ema_decay = {decay} must lie in [0, 1).")
     return CBSGuardSettings(
-        enabled=bool(value.get("enabled", True if value else False)),
+        enabled=boolean("seesaw.cbs_guard.enabled", value.get("enabled", bool(value))),
         ema_decay=decay,
         safety_factor=_number(
             "seesaw.cbs_guard.safety_factor", value.get("safety_factor", 1.0), float, 0.0
@@ -353,14 +345,7 @@ def _build_lr_schedule(spec: Any, total_tokens: float) -> LRSchedule:
             "seesaw.lr_schedule must be an object such as {\"type\": \"cosine\", "
             "\"warmup_fraction\": 0.1, \"final_factor\": 0.1}."
         )
-    kind = spec.get("type")
-    if kind not in LR_SCHEDULES:
-        close = difflib.get_close_matches(str(kind), sorted(LR_SCHEDULES), n=1)
-        suggestion = f" Did you mean {close[0]!r}?" if close else ""
-        raise SeesawConfigError(
-            f"seesaw.lr_schedule.type = {kind!r} is unknown.{suggestion} Use one of "
-            f"{sorted(LR_SCHEDULES)}."
-        )
+    kind = choice("seesaw.lr_schedule.type", spec.get("type"), sorted(LR_SCHEDULES))
     allowed = _LR_COMMON_KEYS | _LR_KEYS[kind]
     _reject_unknown("seesaw.lr_schedule", spec, allowed, f" for type {kind!r}")
     args: Dict[str, Any] = {"total_tokens": total_tokens}
@@ -374,7 +359,7 @@ def _build_lr_schedule(spec: Any, total_tokens: float) -> LRSchedule:
     if kind == "wsd":
         args["decay_tokens"] = _tokens_or_fraction(spec, "decay", total_tokens, default=None)
         if "tail" in spec:
-            args["tail"] = spec["tail"]
+            args["tail"] = choice("seesaw.lr_schedule.tail", spec["tail"], WSD_TAILS)
     if kind == "step":
         args["milestones"] = _milestones(spec, total_tokens)
         if "gamma" in spec:
@@ -400,7 +385,7 @@ def _tokens_or_fraction(spec: Mapping, stem: str, total: float, default):
             )
         return fraction * total
     if tokens_key in spec:
-        if spec[tokens_key] in (0, 0.0):
+        if _is_zero(spec[tokens_key]):
             return 0.0
         return parse_token_count(f"seesaw.lr_schedule.{tokens_key}", spec[tokens_key])
     if default is None:
@@ -408,6 +393,12 @@ def _tokens_or_fraction(spec: Mapping, stem: str, total: float, default):
             f"seesaw.lr_schedule needs {tokens_key} or {fraction_key} for type 'wsd'."
         )
     return default
+
+
+def _is_zero(value: Any) -> bool:
+    """0 or "0" (a token count that may be zero), never ``false``."""
+    return not isinstance(value, bool) and isinstance(value, (int, float, str)) \
+        and value in (0, "0")
 
 
 def _milestones(spec: Mapping, total: float):

@@ -244,6 +244,14 @@ class SeesawDataLoader:
         self.check_state_dict(state_dict)
         self.set_position(state_dict["consumed_samples"], state_dict.get("micro", 0))
 
+    def samples(self, start: int, count: int) -> Any:
+        """Samples ``start .. start + count - 1`` of the run's stream as one collated batch
+        (whichever rank they belong to; the loader's position does not move)."""
+        collate = self.collate_fn
+        if collate is None:
+            from torch.utils.data import default_collate as collate
+        return collate([self.dataset[i] for i in self.order.take(start, count)])
+
     # ---- iteration -------------------------------------------------------------------------
 
     def sampler(self) -> SeesawBatchSampler:

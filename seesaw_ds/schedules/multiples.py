@@ -64,16 +64,17 @@ def parse_multiple_stages(stages: Any, first_multiple: int, total_tokens: float,
             raise SeesawConfigError(
                 f"{where} = {entry!r} must be {{\"from_tokens\": T, \"multiple\": q}}.")
         if isinstance(tokens, bool) or not isinstance(tokens, (int, float)) \
-                or not math.isfinite(tokens) or not parsed[-1][0] < tokens < total_tokens:
+                or not parsed[-1][0] < tokens < total_tokens:  # also NaN, inf, 10**400
             raise SeesawConfigError(
                 f"{where}.from_tokens = {tokens!r} must be a number above the previous "
                 f"stage's ({parsed[-1][0]:g}) and below seesaw.total_tokens "
                 f"({total_tokens:g}): list stages in token order.")
-        if isinstance(multiple, bool) or not isinstance(multiple, int) or multiple < 1:
+        if isinstance(multiple, bool) or not isinstance(multiple, int) or multiple < 1 \
+                or multiple > total_tokens:
             raise SeesawConfigError(
                 f"{where}.multiple = {multiple!r} must be a positive whole number (the "
                 "micro-batch x data-parallel size of the job that runs the stage, or a "
-                "multiple of it).")
+                "multiple of it), at most seesaw.total_tokens.")
         parsed.append((float(tokens), multiple))
     return tuple(parsed)
 
