@@ -51,6 +51,7 @@ KEY_TYPES: Dict[str, str] = {
     "batch_multiple_stages": "list|null", "growth_policy": "choice",
     "max_micro_batch": "int|null", "cbs_guard": "object", "data_seed": "int",
     "keep_weight_decay_timescale": "bool", "keep_beta2_half_life": "bool",
+    "save_interval_tokens": "tokens|null", "eval_interval_tokens": "tokens|null",
     # batch-schedule options
     "batch_growth": "number", "lr_cut": "number", "max_batch": "int|null", "strict": "bool",
     "adaptive": "object", "final_batch": "int", "batch_increment": "int",
@@ -191,6 +192,9 @@ def parse_seesaw_section(section: Any) -> SeesawSection:
                 "both seesaw.total_tokens (e.g. 3.3e9) and seesaw.seq_length (e.g. 1024)."
             )
     total_tokens = parse_token_count("seesaw.total_tokens", section["total_tokens"])
+    for key in ("save_interval_tokens", "eval_interval_tokens"):  # read by the Megatron adapter
+        if section.get(key) is not None:
+            parse_token_count(f"seesaw.{key}", section[key])
     seq_length = _number("seesaw.seq_length", section["seq_length"], int, 1)
     name = choice("seesaw.batch_schedule", section.get("batch_schedule", "seesaw"),
                   sorted(BATCH_SCHEDULES))

@@ -25,6 +25,7 @@ VALID = [
      "batch_growth": 2.0, "lr_cut": 1.5, "max_batch": 1024, "strict": True, "min_lr": 1e-5,
      "batch_multiple": 16, "growth_policy": "micro_batch_first", "max_micro_batch": 8,
      "data_seed": 7, "keep_weight_decay_timescale": True, "keep_beta2_half_life": False,
+     "save_interval_tokens": "100M", "eval_interval_tokens": 5e7,
      "cbs_guard": {"enabled": True, "ema_decay": 0.9, "safety_factor": 1.0, "min_samples": 3,
                    "action": "warn"},
      "lr_schedule": COSINE},
