@@ -90,6 +90,12 @@ def _fsync_files(paths: List[str]) -> None:
         fsync_path(directory)
 
 
+def _rank() -> int:
+    import torch.distributed as dist
+
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
 def _agree(value: Any) -> Any:
     """Rank 0's ``value`` on every rank (a decision all ranks must take alike)."""
     import torch.distributed as dist
@@ -135,15 +141,47 @@ def _disk_full(error: BaseException, save_dir: str) -> bool:
     return free is not None and free < _DISK_FULL_FREE_BYTES
 
 
-def _save_failure_message(error: BaseException, save_dir: str, tag: str, rank: int) -> str:
+def _kept(save_dir: str) -> str:
     published = read_latest(save_dir)
-    kept = (f"'latest' still names {published}, untouched" if published
+    return (f"'latest' still names {published}, untouched" if published
             else "no earlier checkpoint was published")
+
+
+def _no_space(save_dir: str, tag: str, free: Optional[int], need: str = "") -> str:
+    return (f"saving checkpoint {os.path.join(save_dir, tag)} failed: no space left on "
+            f"device ({(free or 0) / 2**20:.1f} MiB free in {save_dir}{need}); "
+            f"{_kept(save_dir)}. Free space (or set checkpoint.dir elsewhere), then continue "
+            "with --resume.")
+
+
+def _tree_bytes(folder: str) -> int:
+    total = 0
+    for root, _, files in os.walk(folder):
+        for name in files:
+            try:
+                total += os.path.getsize(os.path.join(root, name))
+            except OSError:
+                pass
+    return total
+
+
+def _space_shortage(save_dir: str, tag: str) -> Optional[str]:
+    """Refuse a save that cannot fit, before writing a byte: less free space than the last
+    published checkpoint took (plus 5%). None when it fits or nothing is known yet."""
+    published = read_latest(save_dir)
+    free = _free_bytes(save_dir) if os.path.isdir(save_dir) else None
+    if published is None or free is None or published == tag:
+        return None
+    need = int(_tree_bytes(os.path.join(save_dir, published)) * 1.05)
+    if free >= need:
+        return None
+    return _no_space(save_dir, tag, free, f"; {published} took {need / 1.05 / 2**20:.1f} MiB")
+
+
+def _save_failure_message(error: BaseException, save_dir: str, tag: str, rank: int) -> str:
+    kept = _kept(save_dir)
     if _disk_full(error, save_dir):
-        free = _free_bytes(save_dir)
-        return (f"saving checkpoint {os.path.join(save_dir, tag)} failed: no space left on "
-                f"device ({(free or 0) / 2**20:.1f} MiB free in {save_dir}); {kept}. Free "
-                "space (or set checkpoint.dir elsewhere), then continue with --resume.")
+        return _no_space(save_dir, tag, _free_bytes(save_dir))
     where = f" ({error.filename})" if isinstance(error, OSError) and error.filename else ""
     text = " ".join(str(error).split())[:200]
     return (f"saving checkpoint {os.path.join(save_dir, tag)} failed on rank {rank}: "
@@ -294,13 +332,23 @@ def save_checkpoint_if_new(
     }
     client[CLIENT_STATE_KEY] = payload
     # The class method: ``engine.save_checkpoint`` is this function while the hook is on.
+    shortage = _agree(_space_shortage(save_dir, tag) if int(engine.global_rank) == 0
+                      else None)
+    if shortage is not None:
+        raise SeesawConfigError(shortage)
     failure = None
     try:
         with _RecordWrites(engine) as written:
-            type(engine).save_checkpoint(
-                engine, save_dir, tag=tag, client_state=client, save_latest=False,
-                exclude_frozen_parameters=exclude_frozen_parameters,
-            )
+            try:
+                type(engine).save_checkpoint(
+                    engine, save_dir, tag=tag, client_state=client, save_latest=False,
+                    exclude_frozen_parameters=exclude_frozen_parameters,
+                )
+            except Exception:
+                # DeepSpeed's save ends in a barrier the ranks that wrote are waiting in:
+                # stand in for it, so the failure is agreed on below instead of hanging.
+                _barrier()
+                raise
         _fsync_files(written.paths)  # every rank: its own files, before the tag is published
     except Exception as error:  # noqa: BLE001 - every rank must learn of any rank's failure
         failure = error
@@ -429,7 +477,7 @@ def _apply_hyper_parameters(hook: Any, configured: Optional[List[Dict[str, Any]]
                 changed.add(f"{key} {saved[key]} -> {value}")
             group[key] = tuple(value) if key == "betas" else value
     scheduler.apply()  # the LR, and the plan's weight decay / beta2 scaling on top
-    if changed:
+    if changed and _rank() == 0:
         _log.warning("seesaw: optimizer %s from the config (checkpoint %s had the old "
                      "values)", ", ".join(sorted(changed)), tag)
 
