@@ -198,6 +198,9 @@ def _prepare_data(run, log):
     barrier()
     if rank() != 0:
         prepared = load_prepared(data.prepared_dir)
+    from seesaw_ds.data.verify import verify_prepared
+
+    verify_prepared(prepared, write_cache=rank() == 0)  # every rank: the same verdict
     return prepared
 
 
