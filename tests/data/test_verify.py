@@ -58,3 +58,15 @@ def test_damage_is_named_with_the_fix(damage, needle, tiny_prepared, tmp_path):
     assert needle in str(error.value)
     assert str(error.value).endswith(f"prepare it again with `seesaw-ds prepare --out "
                                      f"{prepared.out_dir} --force` (same inputs and options).")
+
+
+def test_a_corpus_of_one_huge_line_trains_a_tokenizer():
+    """A 21 MB single line used to end in sentencepiece's INTERNAL '!sentences_.empty()'."""
+    from seesaw_ds.data.tokenizer import TokenizerTrainConfig, train_tokenizer
+
+    syllables = ["ka", "lo", "mi", "nu", "pe", "ra", "so", "ti"]
+    words = " ".join(syllables[i % 8] + syllables[(i * 3) % 7] + syllables[(i * 5) % 8]
+                     for i in range(80_000))  # ~0.5 MB, one line
+    tokenizer = train_tokenizer([words], TokenizerTrainConfig(vocab_size=100,
+                                                              max_sentence_bytes=4096))
+    assert tokenizer.detokenize(tokenizer.tokenize("kalomi rasoti")) == "kalomi rasoti"
