@@ -12,9 +12,12 @@ process group exists, prepares the data on rank 0 (reused when unchanged), train
 - ``steps.csv``: per optimizer step: tokens, LR, global batch, micro-batch, GAS, train loss,
 - ``summary.json``: final validation loss, optimizer steps, tokens, wall seconds, schedule,
 - DeepSpeed checkpoints (``checkpoint.interval_tokens`` and at the end); ``--resume``
-  continues from the latest one, also on another number of ranks (a ZeRO >= 1 checkpoint
+  continues from the latest one (or ``--resume-tag TAG``; a doubtful ``latest`` with tags
+  present is refused, never a fresh start), also on another number of ranks (a ZeRO >= 1 checkpoint
   first converted with ``seesaw-ds universal CKPT_DIR``; the plan must not depend on the
   rank count: ``seesaw.batch_multiple``).
+- the run config's ``divergence`` policy stops a run whose loss stays non-finite (exit 3,
+  no checkpoint of diverged weights; ``docs/never-lose-a-run.md``).
 - ``--stop-at-tokens T`` ends the job at the first step boundary at or past ``T`` tokens
   with a checkpoint (a phase start from ``seesaw-ds plan --max-ranks`` makes it the end of
   one job of a growing chain; ``launch/grow_chain.py``).
