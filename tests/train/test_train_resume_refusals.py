@@ -174,3 +174,39 @@ def test_an_output_dir_that_cannot_be_a_directory_is_refused(occupied, tmp_path,
     assert code == 2
     assert f"output_dir (--output-dir) = {out}: {blocker} is a file, not a directory" in err
     assert blocker.read_text() == "a file"
+
+
+def test_an_unwritable_output_dir_is_refused(tmp_path, capsys, monkeypatch):
+    """(Root may write anywhere, so the permission answer is simulated.)"""
+    import os
+
+    from train_common import ds_config, run_config
+
+    monkeypatch.setenv("DS_ACCELERATOR", "cpu")
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: False if str(path) == str(locked)
+                        else real_access(path, mode))
+    run_path, ds_path = tmp_path / "run.yaml", tmp_path / "ds.json"
+    run_path.write_text(json.dumps(run_config(tmp_path / "data", 1e4)))
+    ds_path.write_text(json.dumps(ds_config(6.4e4)))
+    code = main(["--run-config", str(run_path), "--deepspeed_config", str(ds_path),
+                 "--output-dir", str(locked / "run")])
+    err = capsys.readouterr().err
+    assert code == 2 and err == (f"seesaw-ds train: error: output_dir (--output-dir) = "
+                                 f"{locked / 'run'}: {locked} is not writable by this user: "
+                                 "choose a writable path.\n")
+
+
+def test_errors_are_printed_by_rank_0_only(uninterrupted, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("DS_ACCELERATOR", "cpu")
+    out = tmp_path / "out"
+    shutil.copytree(uninterrupted["run"].out, out)
+    _empty(out)
+    argv = ["--run-config", str(uninterrupted["run_path"]), "--deepspeed_config",
+            str(uninterrupted["ds_path"]), "--output-dir", str(out), "--resume"]
+    monkeypatch.setenv("RANK", "1")  # as torchrun sets it, before any process group
+    assert main(argv) == 2 and capsys.readouterr().err == ""
+    monkeypatch.setenv("RANK", "0")
+    assert main(argv) == 2 and capsys.readouterr().err.count("\n") == 1
