@@ -413,9 +413,15 @@ def _precheck(hook: Any, load_dir: str, tag: str, engine: Any, allow_plan_change
     missing or damaged sidecar (unless ``allow_missing_seesaw_state``: the model file's
     state is checked after the load instead), missing or truncated files, another plan."""
     universal = bool(getattr(engine, "load_universal_checkpoint", lambda: False)())
-    saved = read_sidecar(load_dir, tag, required=not allow_missing_seesaw_state,
-                         flag="allow_missing_seesaw_state=True (seesaw_ds.train "
-                              "--allow-missing-seesaw-state)")
+    flag = "allow_missing_seesaw_state=True (seesaw_ds.train --allow-missing-seesaw-state)"
+    source = tag[:-len("_universal")] if tag.endswith("_universal") else None
+    if universal and source and not os.path.isfile(os.path.join(load_dir, tag, SIDECAR_NAME)):
+        # DeepSpeed's own ds_to_universal copies no sidecar: the converted tag's is its source's
+        saved = read_sidecar(load_dir, source, required=not allow_missing_seesaw_state,
+                             flag=flag)
+    else:
+        saved = read_sidecar(load_dir, tag, required=not allow_missing_seesaw_state,
+                             flag=flag)
     if not universal:
         check_tag_files(load_dir, tag, saved)
     if saved is None:
