@@ -568,7 +568,7 @@ def load_checkpoint(
         raise
     except _LOAD_ERRORS as error:
         where = f" ({error.filename})" if isinstance(error, OSError) and error.filename else ""
-        text = " ".join(str(error).split())[:160]
+        text = " ".join(str(error).split()).split(". ")[0][:160]  # torch adds advice
         raise SeesawConfigError(
             f"checkpoint {os.path.join(load_dir, tag)} could not be loaded: "
             f"{type(error).__name__}: {text}{where}. A file of it is damaged: restore it, or "

@@ -89,8 +89,14 @@ def convert_to_universal(checkpoint_dir: str, tag: Optional[str] = None,
                "--num_extract_workers", "1", "--num_merge_workers", "1"]
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
-        raise RuntimeError(f"ds_to_universal failed on {source}:\n"
-                           f"{(result.stdout + result.stderr)[-3000:]}")
+        lines = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
+        shutil.rmtree(target, ignore_errors=True)
+        raise SeesawConfigError(
+            f"DeepSpeed's ds_to_universal failed on {source}: "
+            f"{lines[-1].strip()[:200] if lines else 'no output'}; rerun `python -m "
+            f"deepspeed.checkpoint.ds_to_universal --input_folder {source} --output_folder "
+            f"{target} --inject_missing_state` to see its whole output, or convert another "
+            f"tag with --tag ({tags_hint(checkpoint_dir, exclude=layout['tag'], option='--tag')}).")
     shutil.copy2(os.path.join(source, SIDECAR_NAME), os.path.join(target, SIDECAR_NAME))
     write_text_atomic(os.path.join(checkpoint_dir, UNIVERSAL_LATEST), universal)
     log(f"{layout['tag']} (ZeRO {layout['zero_stage']}, {layout['dp_size']} ranks) -> {universal}")
