@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from typing import Any
 
-__all__ = ["write_text_atomic", "write_json_atomic", "fsync_path"]
+__all__ = ["write_text_atomic", "write_json_atomic", "fsync_path", "finite_or_none"]
 
 
 def fsync_path(path: str) -> None:
@@ -34,7 +35,21 @@ def write_text_atomic(path: str, text: str) -> None:
     fsync_path(os.path.dirname(os.path.abspath(path)))
 
 
+def finite_or_none(data: Any) -> Any:
+    """A copy of ``data`` with every NaN or infinite float replaced by None (JSON ``null``):
+    strict JSON readers reject the bare ``NaN`` that ``json.dumps`` writes by default."""
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {key: finite_or_none(value) for key, value in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [finite_or_none(value) for value in data]
+    return data
+
+
 def write_json_atomic(path: str, data: Any, **dump_options: Any) -> None:
-    """:func:`write_text_atomic` of ``json.dumps(data, indent=2, **dump_options)``."""
+    """:func:`write_text_atomic` of ``json.dumps(data, indent=2, **dump_options)``, strict:
+    non-finite floats are written as ``null`` (:func:`finite_or_none`)."""
     dump_options.setdefault("indent", 2)
-    write_text_atomic(path, json.dumps(data, **dump_options) + "\n")
+    text = json.dumps(finite_or_none(data), allow_nan=False, **dump_options)
+    write_text_atomic(path, text + "\n")

@@ -10,6 +10,7 @@ Example::
     data: {prepared_dir: results/data/stdlib, vocab_size: 2048}
     eval: {interval_tokens: 2.0e5, batches: 8, batch_size: 32}
     checkpoint: {interval_tokens: 1.0e6}
+    divergence: {max_bad_steps: 3, spike_factor: null}  # stop a diverged run (the default)
     output_dir: results/run
     seed: 0
 """
@@ -23,9 +24,10 @@ from typing import Any, Dict, List, Mapping, Optional
 from seesaw_ds.config.section import parse_token_count
 from seesaw_ds.config.typed import close_match, is_number, key_name
 from seesaw_ds.errors import SeesawConfigError
+from seesaw_ds.training.divergence import DivergenceSettings
 
 __all__ = ["ModelSettings", "DataSettings", "EvalSettings", "CheckpointSettings",
-           "RunConfig", "parse_run_config", "load_run_config"]
+           "DivergenceSettings", "RunConfig", "parse_run_config", "load_run_config"]
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,7 @@ class RunConfig:
     output_dir: str = "results/run"
     seed: int = 0
     name: Optional[str] = None  # the schedule's label in summaries; default from config
+    divergence: DivergenceSettings = field(default_factory=DivergenceSettings)
 
     @property
     def checkpoint_dir(self) -> str:
@@ -190,7 +193,9 @@ def parse_run_config(raw: Mapping[str, Any]) -> RunConfig:
         raise SeesawConfigError(
             f"run config: model.shape = {model.shape!r} is unknown; choose one of "
             f"{sorted(SHAPES)}.")
-    return RunConfig(model, data, evaluation, checkpoint, output_dir, seed, raw.get("name"))
+    divergence = _section(DivergenceSettings, "divergence", raw.get("divergence"))
+    return RunConfig(model, data, evaluation, checkpoint, output_dir, seed, raw.get("name"),
+                     divergence)
 
 
 def load_run_config(path: str, overrides: Optional[Dict[str, Any]] = None) -> RunConfig:

@@ -12,9 +12,12 @@ process group exists, prepares the data on rank 0 (reused when unchanged), train
 - ``steps.csv``: per optimizer step: tokens, LR, global batch, micro-batch, GAS, train loss,
 - ``summary.json``: final validation loss, optimizer steps, tokens, wall seconds, schedule,
 - DeepSpeed checkpoints (``checkpoint.interval_tokens`` and at the end); ``--resume``
-  continues from the latest one, also on another number of ranks (a ZeRO >= 1 checkpoint
+  continues from the latest one (or ``--resume-tag TAG``; a doubtful ``latest`` with tags
+  present is refused, never a fresh start), also on another number of ranks (a ZeRO >= 1 checkpoint
   first converted with ``seesaw-ds universal CKPT_DIR``; the plan must not depend on the
   rank count: ``seesaw.batch_multiple``).
+- the run config's ``divergence`` policy stops a run whose loss stays non-finite (exit 3,
+  no checkpoint of diverged weights; ``docs/never-lose-a-run.md``).
 - ``--stop-at-tokens T`` ends the job at the first step boundary at or past ``T`` tokens
   with a checkpoint (a phase start from ``seesaw-ds plan --max-ranks`` makes it the end of
   one job of a growing chain; ``launch/grow_chain.py``).
@@ -31,11 +34,14 @@ import sys
 import time
 from typing import Dict, List, Optional
 
-from seesaw_ds.atomic_files import write_json_atomic
+from seesaw_ds.atomic_files import finite_or_none, write_json_atomic
 from seesaw_ds.distributed import all_mean, barrier, rank, world_size
 from seesaw_ds.errors import SeesawConfigError
+from seesaw_ds.training.divergence import Diverged, DivergencePolicy
 
-__all__ = ["main", "parse_args"]
+__all__ = ["main", "parse_args", "DIVERGED_EXIT"]
+
+DIVERGED_EXIT = 3  # the divergence policy (run config ``divergence``) stopped the run
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -48,6 +54,12 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--name", help="label of this run in summaries (default: schedule)")
     parser.add_argument("--resume", action="store_true",
                         help="continue from the latest checkpoint in the checkpoint dir")
+    parser.add_argument("--resume-tag", default=None, metavar="TAG",
+                        help="with --resume: continue from this checkpoint tag (e.g. "
+                        "global_step40) instead of the one 'latest' names")
+    parser.add_argument("--allow-missing-seesaw-state", action="store_true",
+                        help="with --resume: accept a tag without seesaw_state.json (its plan "
+                        "is then checked against the Seesaw state in its model file)")
     parser.add_argument("--allow-plan-change", action="store_true",
                         help="with --resume: accept a changed seesaw section / peak LR / batch "
                              "and continue from the saved token count on the new plan")
@@ -82,29 +94,71 @@ def _validate(args: argparse.Namespace):
     _check_data(run, args.force_prepare)
     if args.max_steps is not None and args.max_steps < 1:
         raise SeesawConfigError(f"--max-steps = {args.max_steps} must be >= 1.")
-    if args.allow_plan_change and not args.resume:
-        raise SeesawConfigError("--allow-plan-change applies to --resume only: add --resume.")
+    for flag, given in (("--allow-plan-change", args.allow_plan_change),
+                        ("--resume-tag", args.resume_tag is not None),
+                        ("--allow-missing-seesaw-state", args.allow_missing_seesaw_state)):
+        if given and not args.resume:
+            raise SeesawConfigError(f"{flag} applies to --resume only: add --resume.")
+    _check_writable("output_dir (--output-dir)", run.output_dir)
+    _check_writable("checkpoint.dir", run.checkpoint_dir)
     if args.stop_at_tokens is not None:
         from seesaw_ds.config import parse_token_count
 
         args.stop_at_tokens = parse_token_count("--stop-at-tokens", args.stop_at_tokens)
-    layout = None
-    if args.resume:
-        from seesaw_ds.deepspeed_adapter.universal import checkpoint_layout
-
-        layout = checkpoint_layout(run.checkpoint_dir)
-        _resume_universal_if_resharding(ds_config, run.checkpoint_dir, world, layout)
-    # where this job starts on the token clock: the latest checkpoint's, with --resume
+    layout = _resume_layout(args, run.checkpoint_dir) if args.resume else None
+    _resume_universal_if_resharding(ds_config, run.checkpoint_dir, world, layout)
+    # where this job starts on the token clock: the resumed checkpoint's, with --resume
     start = 0 if layout is None else layout["consumed_tokens"]
+    if args.allow_plan_change and layout is not None \
+            and start >= validated.plan.total_tokens:
+        raise SeesawConfigError(
+            f"checkpoint {layout['tag']} has trained {start:,} tokens, at or past the new "
+            f"seesaw.total_tokens = {validated.plan.total_tokens:,.0f}: nothing would train. "
+            f"Raise seesaw.total_tokens above {start:,} to continue it.")
     validated.plan.check_runnable(start, args.stop_at_tokens)
     return run, ds_config, validated
+
+
+def _resume_layout(args: argparse.Namespace, checkpoint_dir: str) -> Optional[dict]:
+    """The checkpoint ``--resume`` continues, checked before anything is touched: its tag
+    (``--resume-tag`` or ``latest``; sets ``args.resume_tag``), sidecar and files. None for
+    a fresh start (no ``latest``, no tag)."""
+    from seesaw_ds.deepspeed_adapter.checkpoint_tags import (check_tag_files, read_sidecar,
+                                                             resume_tag)
+    from seesaw_ds.deepspeed_adapter.universal import checkpoint_layout
+
+    tag = resume_tag(checkpoint_dir, args.resume_tag)
+    args.resume_tag = tag
+    if tag is None:
+        return None
+    sidecar = read_sidecar(checkpoint_dir, tag, required=not args.allow_missing_seesaw_state)
+    check_tag_files(checkpoint_dir, tag, sidecar)
+    return checkpoint_layout(checkpoint_dir, tag, sidecar) if sidecar else None
+
+
+def _check_writable(field: str, path: str) -> None:
+    """``path`` is (or can be made) a writable directory; nothing is created here."""
+    probe = os.path.abspath(path)
+    while not os.path.exists(probe):
+        parent = os.path.dirname(probe)
+        if parent == probe:
+            break
+        probe = parent
+    if not os.path.isdir(probe):
+        raise SeesawConfigError(
+            f"{field} = {path}: {probe} is a file, not a directory: choose another path or "
+            "move the file.")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise SeesawConfigError(
+            f"{field} = {path}: {probe} is not writable by this user: choose a writable "
+            "path.")
 
 
 def _resume_universal_if_resharding(ds_config: dict, checkpoint_dir: str, world: int,
                                     layout: Optional[dict]) -> None:
     """A ZeRO >= 1 checkpoint (``layout``: :func:`checkpoint_layout` of it) saved on another
     rank count loads through its universal copy."""
-    from seesaw_ds.deepspeed_adapter.checkpoint import read_latest
+    from seesaw_ds.deepspeed_adapter.checkpoint_tags import read_latest
     from seesaw_ds.deepspeed_adapter.universal import UNIVERSAL_LATEST
 
     if layout is None or layout["zero_stage"] == 0:
@@ -166,6 +220,9 @@ def _prepare_data(run, log, force: bool = False):
     barrier()
     if rank() != 0:
         prepared = load_prepared(data.prepared_dir)
+    from seesaw_ds.data.verify import verify_prepared
+
+    verify_prepared(prepared, write_cache=rank() == 0)  # every rank: the same verdict
     return prepared
 
 
@@ -266,6 +323,8 @@ class _Session:
         self.name = run.name or validated.section.batch_schedule_name
         self.recorder = _Recorder(run.output_dir, args.resume)
         self.guard = GuardDriver.maybe(validated.section, engine, log)
+        self.divergence = DivergencePolicy(run.divergence)
+        self.skipped_seen = int(getattr(engine, "skipped_steps", 0) or 0)
         self.state = {"next_eval": 0.0,
                       "next_checkpoint": run.checkpoint.interval_tokens or math.inf,
                       "wall": 0.0, "hook_seconds": 0.0}
@@ -275,12 +334,22 @@ class _Session:
 
     def resume(self) -> None:
         """Continue from the latest checkpoint (guard hold first, so the plan check sees it)."""
-        hook, checkpoint_dir = self.hook, self.run.checkpoint_dir
+        hook, checkpoint_dir, args = self.hook, self.run.checkpoint_dir, self.args
+        tag = args.resume_tag  # checked in _validate: None only for a fresh start
+        if tag is None:
+            self.log(f"no checkpoint to resume in {checkpoint_dir}: starting the run")
+            self.recorder.truncate_steps(0)
+            return
         if self.guard is not None:
-            self.guard.restore(checkpoint_dir)
+            self.guard.restore(checkpoint_dir, tag, args.allow_plan_change)
+        if bool(getattr(self.engine, "load_universal_checkpoint", lambda: False)()):
+            tag = f"{tag}_universal"
         load_path, client = self.engine.load_checkpoint(
-            checkpoint_dir, allow_plan_change=self.args.allow_plan_change)
+            checkpoint_dir, tag=tag, allow_plan_change=args.allow_plan_change,
+            allow_missing_seesaw_state=args.allow_missing_seesaw_state)
         if load_path is not None:
+            self.divergence.load_state_dict(client["train_state"].pop("divergence", {}))
+            self.skipped_seen = int(getattr(self.engine, "skipped_steps", 0) or 0)
             self.state.update(client["train_state"])
             self.recorder.curve = client["curve"]
             self.log(f"resumed from {load_path} at step {hook.step}, "
@@ -315,8 +384,13 @@ class _Session:
 
     def save(self) -> None:
         """A checkpoint of this step (skipped by the adapter when ``latest`` holds it)."""
+        if not self.divergence.safe_to_save:
+            self.log(f"checkpoint global_step{self.engine.global_steps} skipped: the last "
+                     f"step's loss was bad ({self.divergence.last_reason})")
+            return
         saved_state = dict(self.state,
-                           hook_seconds=self.state["hook_seconds"] + self.hook.hook_seconds)
+                           hook_seconds=self.state["hook_seconds"] + self.hook.hook_seconds,
+                           divergence=self.divergence.state_dict())
         client = {"train_state": saved_state, "curve": self.recorder.curve}
         written = self.engine.save_checkpoint(self.run.checkpoint_dir, client_state=client)
         self.log(f"checkpoint global_step{self.engine.global_steps} "
@@ -327,6 +401,7 @@ class _Session:
         hook, state = self.hook, self.state
         self.recorder.step(hook.step, hook.consumed_tokens, setting, loss)
         hook.report_loss(loss)  # the progress line's loss
+        self.watch(loss)
         if self.progress is not None:
             total = int(self.plan.total_tokens)
             self.progress.update(min(hook.consumed_tokens, total) - self.progress.n)
@@ -337,6 +412,13 @@ class _Session:
             interval = self.run.checkpoint.interval_tokens
             state["next_checkpoint"] = (math.floor(hook.consumed_tokens / interval) + 1) * interval
             self.save()
+
+    def watch(self, loss: float) -> None:
+        """Feed the divergence policy this step's loss; raise :class:`Diverged` to stop."""
+        skipped_now = int(getattr(self.engine, "skipped_steps", 0) or 0)
+        skipped, self.skipped_seen = skipped_now > self.skipped_seen, skipped_now
+        if self.divergence.observe(self.hook.step, loss, skipped=skipped):
+            raise Diverged(self.divergence.reason)
 
     def _planned_stop(self) -> bool:
         """``--stop-at-tokens`` reached before the end: remember where, and stop."""
@@ -396,6 +478,7 @@ class _Session:
             "finished": bool(hook.finished),
             "stopped_at_tokens": stopped,
             "hook_seconds": state["hook_seconds"] + hook.hook_seconds,
+            "divergence": dict(self.divergence.summary(), diverged=False),
         }
         if self.guard is not None:
             summary["cbs_guard"] = self.guard.summary()
@@ -410,13 +493,17 @@ class _Session:
 
     # ---- the whole run ------------------------------------------------------------------
 
-    def execute(self) -> None:
+    def execute(self) -> int:
+        """The run; 0, or :data:`DIVERGED_EXIT` when the divergence policy stopped it."""
         if self.args.resume:
             self.resume()
         self.open_progress()
         if self.hook.consumed_tokens >= self.state["next_eval"]:
             self.evaluate()
-        self.train()
+        try:
+            self.train()
+        except Diverged as stop:
+            return self.diverged(str(stop))
         if self.progress is not None:
             self.progress.close()
         stopped = self.state.pop("stopped_at_tokens", None)
@@ -427,7 +514,32 @@ class _Session:
         if rank() == 0:
             summary = self.summary(stopped)
             write_json_atomic(os.path.join(self.run.output_dir, "summary.json"), summary)
-            self.log(json.dumps(summary))
+            self.log(json.dumps(finite_or_none(summary)))
+        return 0
+
+    def diverged(self, reason: str) -> int:
+        """Stop a diverged run: no checkpoint of its weights, the last good one named, a
+        summary saying so; every rank returns :data:`DIVERGED_EXIT`."""
+        from seesaw_ds.deepspeed_adapter.checkpoint_tags import read_latest
+
+        if self.progress is not None:
+            self.progress.close()
+        checkpoint_dir = self.run.checkpoint_dir
+        good = read_latest(checkpoint_dir)
+        if good is not None:
+            kept = (f"last good checkpoint: {os.path.join(checkpoint_dir, good)} (continue it "
+                    f"with --resume --resume-tag {good}, e.g. with a lower peak LR and "
+                    "--allow-plan-change)")
+        else:
+            kept = "no checkpoint was saved before it"
+        if rank() == 0:
+            summary = self.summary()
+            summary["divergence"].update(diverged=True, reason=reason,
+                                         last_good_checkpoint=good)
+            write_json_atomic(os.path.join(self.run.output_dir, "summary.json"), summary)
+            print(f"seesaw-ds train: diverged at step {self.hook.step}: {reason}; {kept}.",
+                  file=sys.stderr, flush=True)
+        return DIVERGED_EXIT
 
 
 def _build(run, validated, ds_config, log, force_prepare=False):
@@ -459,12 +571,12 @@ def _run(args, run, ds_config, validated) -> int:
     _set_device()
     log = (lambda message: print(message, flush=True)) if rank() == 0 else (lambda message: None)
     engine, loader, valid_batches = _build(run, validated, ds_config, log, args.force_prepare)
-    _Session(args, run, validated, engine, loader, valid_batches, log).execute()
+    code = _Session(args, run, validated, engine, loader, valid_batches, log).execute()
     barrier()  # every rank done with its last collective before any tears down
     engine.destroy()
     if dist.is_initialized():
         dist.destroy_process_group()
-    return 0
+    return code
 
 
 def _single_process_env() -> None:
@@ -494,18 +606,26 @@ def _backend() -> str:
     return get_accelerator().communication_backend_name()
 
 
+def _report(error: SeesawConfigError) -> int:
+    """One line on stderr, from global rank 0 only (every rank reaches the same error)."""
+    me = rank() if world_size() > 1 else int(os.environ.get("RANK", "0") or 0)
+    if me == 0:
+        print(f"seesaw-ds train: error: {error}", file=sys.stderr, flush=True)
+    return 2
+
+
 def main(argv: Optional[List[str]] = None) -> int:
+    """Exit status: 0 done (or stopped as asked), 2 a user error (one line),
+    :data:`DIVERGED_EXIT` (3) the divergence policy stopped the run."""
     args = parse_args(argv)
     try:
         run, ds_config, validated = _validate(args)
     except SeesawConfigError as error:
-        print(f"seesaw-ds train: error: {error}", file=sys.stderr)
-        return 2
+        return _report(error)
     try:
         return _run(args, run, ds_config, validated)
     except SeesawConfigError as error:
-        print(f"seesaw-ds train: error: {error}", file=sys.stderr)
-        return 2
+        return _report(error)
 
 
 if __name__ == "__main__":

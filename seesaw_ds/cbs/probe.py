@@ -196,20 +196,53 @@ class GuardDriver:
         return {"guard": self.guard.state_dict(), "decisions": self.decisions,
                 "probe": self.probe_size.to_dict()}
 
-    def restore(self, checkpoint_dir: str) -> None:
-        """Re-apply a saved hold before the engine's checkpoint (and plan check) loads."""
-        from seesaw_ds.deepspeed_adapter import read_latest
+    def restore(self, checkpoint_dir: str, tag: Optional[str] = None,
+                allow_plan_change: bool = False) -> None:
+        """Re-apply a saved hold before the engine's checkpoint (and plan check) loads.
 
-        tag = read_latest(checkpoint_dir)
-        path = os.path.join(checkpoint_dir, tag, GUARD_FILE) if tag else None
-        if path is None or not os.path.isfile(path):
+        ``tag`` defaults to the one ``latest`` names. A tag trained with this policy but
+        without its ``cbs_guard.json`` (or with a damaged one) is refused, naming the file,
+        unless ``allow_plan_change`` (then the policy starts afresh).
+        """
+        from seesaw_ds.deepspeed_adapter.checkpoint_tags import (read_latest, read_sidecar,
+                                                                 tags_hint)
+
+        tag = tag or read_latest(checkpoint_dir)
+        if tag is None or not os.path.isdir(os.path.join(checkpoint_dir, tag)):
             return
-        with open(path, encoding="utf-8") as handle:
-            saved = json.load(handle)
-        self.guard.load_state_dict(saved["guard"])
-        self.decisions = saved["decisions"]
-        if "probe" in saved:  # older checkpoints: this layout's size
-            self.probe_size = ProbeSize.from_dict(saved["probe"])
+        path = os.path.join(checkpoint_dir, tag, GUARD_FILE)
+        fix = (f"restore it, resume another tag with --resume-tag "
+               f"({tags_hint(checkpoint_dir, exclude=tag)}), or let the {self.name} start "
+               "afresh with --allow-plan-change")
+        if not os.path.isfile(path):
+            saved = read_sidecar(checkpoint_dir, tag, required=False) or {}
+            fingerprint = saved.get("run_fingerprint") or {}
+            used = (fingerprint.get("seesaw.cbs_guard.enabled") is True
+                    or fingerprint.get("seesaw.batch_schedule") == "adaptive")
+            if used and not allow_plan_change:
+                raise SeesawConfigError(
+                    f"{path} is missing: checkpoint {tag} was trained with the {self.name}, "
+                    f"whose decisions (the batch it held or raised) are in that file; {fix}.")
+            return
+        try:
+            with open(path, encoding="utf-8") as handle:
+                saved = json.load(handle)
+            self.guard.load_state_dict(saved["guard"])
+            decisions = saved["decisions"]
+            if not isinstance(decisions, list):
+                raise TypeError("decisions is not a list")
+            # older checkpoints have no probe size: they keep this layout's
+            probe_size = ProbeSize.from_dict(saved["probe"]) if "probe" in saved else None
+        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError,
+                AttributeError, IndexError) as error:
+            if allow_plan_change:
+                return
+            raise SeesawConfigError(
+                f"{path} is damaged ({type(error).__name__}: {str(error)[:80]}); {fix}."
+            ) from None
+        self.decisions = decisions
+        if probe_size is not None:
+            self.probe_size = probe_size
         if self.guard.limits:
             self.engine.seesaw.replace_plan(self.guard.plan_for(self.ladder))
 

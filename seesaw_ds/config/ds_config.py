@@ -44,6 +44,10 @@ def load_config_file(path: Union[str, os.PathLike]) -> Dict[str, Any]:
             text = handle.read()
     except OSError as error:
         raise SeesawConfigError(f"cannot read config {path}: {error.strerror}.") from None
+    except UnicodeDecodeError as error:
+        raise SeesawConfigError(
+            f"config {path} is not UTF-8 text (byte {error.start}): pass the JSON or YAML "
+            "config file, not a binary one.") from None
     if path.endswith((".yaml", ".yml")):
         import yaml
 

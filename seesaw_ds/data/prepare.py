@@ -106,6 +106,17 @@ def _check_out_dir(out_dir: str) -> str:
     out_dir = os.path.abspath(os.path.expanduser(out_dir))
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise SeesawConfigError(f"out_dir: {out_dir} exists and is not a directory.")
+    existing = out_dir
+    while not os.path.exists(existing):  # the folder that would hold it
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise SeesawConfigError(
+            f"out_dir (--out) {out_dir}: {existing} is a file, not a directory: choose "
+            "another path.")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise SeesawConfigError(
+            f"out_dir (--out) {out_dir}: {existing} is not writable by this user: choose a "
+            "writable path.")
     return out_dir
 
 
@@ -244,7 +255,12 @@ def prepare(
     log(f"prepare: {stats.num_documents} documents, {stats.num_bytes / 1e6:.2f} MB"
         + (f", {len(stats.skipped)} unreadable files skipped" if stats.skipped else ""))
 
-    os.makedirs(out_dir, exist_ok=True)
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+    except OSError as error:
+        raise SeesawConfigError(
+            f"out_dir (--out) {out_dir} cannot be created ({error.strerror}): choose a "
+            "writable path.") from None
     for stale in (os.path.join(out_dir, MANIFEST_NAME), os.path.join(out_dir, CACHE_DIR)):
         if os.path.isdir(stale):
             shutil.rmtree(stale)

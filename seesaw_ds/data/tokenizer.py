@@ -110,10 +110,20 @@ class SentencePieceTokenizer:
 
 
 def _training_lines(documents: Iterable[str], max_bytes: int) -> Iterator[str]:
+    """Non-blank lines; a line longer than sentencepiece's ``max_bytes`` is cut into pieces
+    that fit (at most 4 UTF-8 bytes a character), not dropped: a corpus of one huge line
+    still trains."""
+    piece = max(1, max_bytes // 4)
     for document in documents:
         for line in document.split("\n"):
-            if line.strip() and len(line) <= max_bytes:
+            if not line.strip():
+                continue
+            if len(line) <= max_bytes:  # as before (sentencepiece skips it if too many bytes)
                 yield line
+                continue
+            for start in range(0, len(line), piece):
+                if line[start:start + piece].strip():
+                    yield line[start:start + piece]
 
 
 def train_tokenizer(
@@ -163,6 +173,10 @@ def train_tokenizer(
                 f"{low.group(2)} distinct characters and special pieces; raise --vocab-size "
                 f"to >= {low.group(2)}."
             ) from None
+        if "sentences_.empty()" in message:
+            raise SeesawConfigError(
+                "tokenizer training found no text: every input line is blank; check the "
+                "inputs (and data.text_field for JSON lines).") from None
         raise SeesawConfigError(f"tokenizer training failed: {message}") from None
     return SentencePieceTokenizer(buffer.getvalue())
 

@@ -22,10 +22,12 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from seesaw_ds.schedules import Plan
 
-__all__ = ["run_fingerprint", "fingerprint_differences", "PHASES_FIELD"]
+__all__ = ["run_fingerprint", "fingerprint_differences", "config_field_name", "PHASES_FIELD"]
 
 PHASES_FIELD = "plan.phases"
 _LAYOUT_KEYS = ("micro_batch", "grad_accum", "steps")
+# ``seesaw.adaptive``'s keys (config.section), flattened into the batch options when parsed
+ADAPTIVE_OPTIONS = frozenset({"safety_factor", "lr_ceiling", "ema_decay", "min_samples"})
 
 
 def _plain(value: Any) -> Any:
@@ -81,3 +83,13 @@ def fingerprint_differences(
     saved, now = _canonical(dict(saved)), _canonical(dict(now))
     keys = sorted(set(saved) | set(now), key=lambda k: (k == PHASES_FIELD, k))
     return [(key, saved.get(key), now.get(key)) for key in keys if saved.get(key) != now.get(key)]
+
+
+def config_field_name(field: str) -> str:
+    """The config path of a fingerprint field, as the user writes it: the adaptive
+    schedule's options (flattened into ``seesaw.<key>`` in the fingerprint, unchanged so
+    saved fingerprints still compare) live under ``seesaw.adaptive.<key>``."""
+    prefix, _, key = field.partition(".")
+    if prefix == "seesaw" and key in ADAPTIVE_OPTIONS:
+        return f"seesaw.adaptive.{key}"
+    return field

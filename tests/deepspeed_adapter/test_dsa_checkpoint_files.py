@@ -53,10 +53,11 @@ def test_latest_is_replaced_atomically(tmp_path, monkeypatch):
 
 def test_save_writes_latest_only_after_the_tag_is_complete(tmp_path):
     write_latest_atomically(str(tmp_path), "global_step50")
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(SeesawConfigError, match="failed on rank 0: OSError: disk full; "
+                       "'latest' still names global_step50, untouched"):
         save_checkpoint(FakeEngine(crash=True), str(tmp_path))
     assert read_latest(str(tmp_path)) == "global_step50"
-    assert not (tmp_path / "global_step56" / SIDECAR_NAME).exists()
+    assert not (tmp_path / "global_step56").exists()  # the partial tag is removed
 
     engine = FakeEngine()
     engine.seesaw.checkpoint_sidecars = {"cbs_guard.json": lambda: {"held_at": 16}}
