@@ -50,7 +50,8 @@ from typing import Any, Dict, Mapping, Optional
 
 from seesaw_ds.errors import SeesawConfigError
 
-__all__ = ["Link", "Network", "network_from_dict", "zero_step_seconds", "BACKWARD_SHARE"]
+__all__ = ["Link", "Network", "network_from_dict", "zero_step_seconds", "fit_ring",
+           "BACKWARD_SHARE"]
 
 BACKWARD_SHARE = 2.0 / 3.0  # backward's share of forward + backward
 
@@ -170,3 +171,31 @@ def zero_step_seconds(network: Network, ranks: int, grad_accum: int, micro_secon
         return grad_accum * (exposed(gather, forward) + exposed(gather + reduce, backward)) \
             + sharded_optimizer
     raise SeesawConfigError(f"zero_optimization.stage = {zero_stage!r} must be 0, 1, 2 or 3.")
+
+
+def fit_ring(times: Mapping[float, float], ranks: int, collective: str = "all_reduce"):
+    """Fit a ring's ``(latency per hop, bus bandwidth)`` to ``{bytes: seconds}`` measured on
+    ``ranks`` ranks: ``t = k (r-1)/r n / bw + k (r-1) a`` with ``k = 2`` for an all-reduce
+    (1 for a reduce-scatter or all-gather). Least squares on the relative error, so that
+    small messages (latency) count as much as large ones (bandwidth)."""
+    if ranks < 2:
+        raise SeesawConfigError(f"a ring fit needs >= 2 ranks, got {ranks}.")
+    points = [(float(n), float(t)) for n, t in sorted(times.items()) if t > 0]
+    if len(points) < 2:
+        raise SeesawConfigError("a ring fit needs timings at >= 2 message sizes.")
+    # minimise sum(((c + s n) / t - 1)^2): normal equations in (c, s)
+    a11 = sum(1 / t ** 2 for _, t in points)
+    a12 = sum(n / t ** 2 for n, t in points)
+    a22 = sum(n * n / t ** 2 for n, t in points)
+    b1 = sum(1 / t for _, t in points)
+    b2 = sum(n / t for n, t in points)
+    det = a11 * a22 - a12 * a12
+    intercept = (b1 * a22 - b2 * a12) / det
+    slope = (a11 * b2 - a12 * b1) / det
+    if slope <= 0:  # latency-bound everywhere: take the largest message's bandwidth
+        n, t = points[-1]
+        slope, intercept = t / n, 0.0
+    k = 2 if collective == "all_reduce" else 1
+    latency = max(intercept, 0.0) / (k * (ranks - 1))
+    bandwidth = k * (ranks - 1) / ranks / slope
+    return latency, bandwidth
