@@ -54,8 +54,9 @@ def _config(load_universal: bool = False) -> dict:
     return config
 
 
-def measure_one(shape: str, workdir: str) -> dict:
-    """Run in a fresh process: returns the figures of one shape."""
+def measure_one(shape: str, workdir: str, phase: str = "save") -> dict:
+    """Run in a fresh process: the figures of one shape's ``save`` or ``load`` phase (each
+    phase in its own process, so only one engine's state is in memory at a time)."""
     start = time.perf_counter()
     import deepspeed
     import torch
@@ -67,52 +68,62 @@ def measure_one(shape: str, workdir: str) -> dict:
                       RANK="0", LOCAL_RANK="0", WORLD_SIZE="1")
     deepspeed.init_distributed("gloo")
     torch.manual_seed(0)
+    checkpoints = os.path.join(workdir, shape)
+    if phase.startswith("load"):
+        return _load(shape, checkpoints, universal=phase == "load_universal")
     model = build_model(shape)
     parameters = sum(p.numel() for p in model.parameters())
     start = time.perf_counter()
-    engine, *_ = deepspeed.initialize(model=model, model_parameters=model.parameters(),
-                                      config=_config())
+    engine, *rest = deepspeed.initialize(model=model, model_parameters=model.parameters(),
+                                         config=_config())
+    del rest
     init_seconds = time.perf_counter() - start
     tokens = torch.randint(0, model.config.vocab_size, (1, 16))
     engine.backward(engine(tokens, tokens).loss)
     engine.step()
-    checkpoints = os.path.join(workdir, shape)
     start = time.perf_counter()
     engine.save_checkpoint(checkpoints, tag="step1")
     save_seconds = time.perf_counter() - start
     saved_bytes = _du(os.path.join(checkpoints, "step1"))
-    reference = {name: p.detach().clone() for name, p in list(engine.module.named_parameters())[:3]}
-    del engine
-    import gc
+    reference = {name: p.detach().clone()
+                 for name, p in list(engine.module.named_parameters())[:3]}
+    torch.save(reference, os.path.join(workdir, f"{shape}_reference.pt"))
+    return {"shape": shape, "parameters": parameters, "import_seconds": import_seconds,
+            "engine_init_seconds": init_seconds, "save_seconds": save_seconds,
+            "checkpoint_bytes": saved_bytes}
 
-    gc.collect()
+
+def _load(shape: str, checkpoints: str, universal: bool) -> dict:
+    import deepspeed
+    import torch
+
+    from seesaw_ds.model.shapes import build_model
+
+    reference = torch.load(os.path.join(os.path.dirname(checkpoints),
+                                        f"{shape}_reference.pt"))
+    label, tag = (("load_universal_seconds", "step1_universal") if universal
+                  else ("load_seconds", "step1"))
+    model = build_model(shape, seed=1)  # one load per process: one engine's state in memory
+    engine, *rest = deepspeed.initialize(model=model, model_parameters=model.parameters(),
+                                         config=_config(universal))
+    del rest
+    start = time.perf_counter()
+    engine.load_checkpoint(checkpoints, tag=tag)
+    loads = {label: time.perf_counter() - start}
+    named = dict(engine.module.named_parameters())
+    loads[label.replace("seconds", "exact")] = all(
+        torch.equal(named[name], value) for name, value in reference.items())
+    return loads
+
+
+def _convert(checkpoints: str) -> float:
     start = time.perf_counter()
     subprocess.run([sys.executable, "-m", "deepspeed.checkpoint.ds_to_universal",
                     "--input_folder", os.path.join(checkpoints, "step1"),
                     "--output_folder", os.path.join(checkpoints, "step1_universal"),
                     "--inject_missing_state", "--num_extract_workers", "1",
                     "--num_merge_workers", "1"], check=True, capture_output=True)
-    convert_seconds = time.perf_counter() - start
-    universal_bytes = _du(os.path.join(checkpoints, "step1_universal"))
-    loads = {}
-    for label, tag, universal in (("load_universal_seconds", "step1_universal", True),
-                                  ("load_seconds", "step1", False)):
-        model = build_model(shape, seed=1)
-        engine, *_ = deepspeed.initialize(model=model, model_parameters=model.parameters(),
-                                          config=_config(universal))
-        start = time.perf_counter()
-        engine.load_checkpoint(checkpoints, tag=tag)
-        loads[label] = time.perf_counter() - start
-        named = dict(engine.module.named_parameters())
-        loads[label.replace("seconds", "exact")] = all(
-            torch.equal(named[name], value) for name, value in reference.items())
-        del engine, model
-        gc.collect()
-    shutil.rmtree(checkpoints, ignore_errors=True)
-    return {"shape": shape, "parameters": parameters, "import_seconds": import_seconds,
-            "engine_init_seconds": init_seconds, "save_seconds": save_seconds,
-            "checkpoint_bytes": saved_bytes, "convert_seconds": convert_seconds,
-            "universal_bytes": universal_bytes, **loads}
+    return time.perf_counter() - start
 
 
 def _parameters(shape: str) -> int:
@@ -120,7 +131,7 @@ def _parameters(shape: str) -> int:
 
     config = model_config(shape)
     d, layers, mlp, vocab = config.d_model, config.n_layers, config.d_mlp, config.vocab_size
-    return layers * (4 * d * d + 2 * d * mlp) + vocab * d + config.seq_length * d
+    return layers * (4 * d * d + 2 * d * mlp) + 2 * vocab * d  # untied embedding and head
 
 
 def main(argv=None) -> int:
@@ -129,13 +140,19 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default=os.path.join(HERE, "records", "relaunch_cost.json"))
     parser.add_argument("--workdir", default=None)
     parser.add_argument("--one", help=argparse.SUPPRESS)
+    parser.add_argument("--phase", default="save", help=argparse.SUPPRESS)
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the rows of shapes already in --out")
     args = parser.parse_args(argv)
     if args.one:
-        print(json.dumps(measure_one(args.one, args.workdir)))
+        print(json.dumps(measure_one(args.one, args.workdir, args.phase)))
         return 0
     import psutil
 
     rows, skipped = [], []
+    if args.keep and os.path.exists(args.out):
+        with open(args.out, encoding="utf-8") as handle:
+            rows = [r for r in json.load(handle)["rows"] if r["shape"] not in args.shapes]
     workdir = args.workdir or tempfile.mkdtemp(prefix="relaunch_cost_")
     for shape in args.shapes:
         need = _parameters(shape) * BYTES_IN_MEMORY_PER_PARAMETER
@@ -147,21 +164,37 @@ def main(argv=None) -> int:
             print(f"{shape}: skipped ({skipped[-1]['reason']})", flush=True)
             continue
         env = dict(os.environ, DS_ACCELERATOR="cpu", OMP_NUM_THREADS="2")
-        result = subprocess.run([sys.executable, os.path.abspath(__file__), "--one", shape,
-                                 "--workdir", workdir], capture_output=True, text=True, env=env,
-                                cwd=REPO)
-        if result.returncode != 0:
-            print(result.stderr[-3000:], file=sys.stderr)
-            return 1
-        rows.append(json.loads(result.stdout.strip().splitlines()[-1]))
+        row = {}
+        for phase in ("save", "convert", "load_universal", "load"):
+            if phase == "convert":
+                row["convert_seconds"] = _convert(os.path.join(workdir, shape))
+                row["universal_bytes"] = _du(os.path.join(workdir, shape, "step1_universal"))
+                continue
+            result = subprocess.run([sys.executable, os.path.abspath(__file__), "--one", shape,
+                                     "--phase", phase, "--workdir", workdir],
+                                    capture_output=True, text=True, env=env, cwd=REPO)
+            if result.returncode != 0:
+                row[f"{phase}_failed"] = f"exit {result.returncode}" + (
+                    " (killed: out of memory)" if result.returncode == -9 else "")
+                print(f"{shape} {phase}: exit {result.returncode}\n{result.stderr[-2000:]}",
+                      file=sys.stderr)
+                break
+            row.update(json.loads(result.stdout.strip().splitlines()[-1]))
+            print(json.dumps(row), flush=True)
+        shutil.rmtree(os.path.join(workdir, shape), ignore_errors=True)
+        rows.append(row)
         print(json.dumps(rows[-1]), flush=True)
     per_parameter = {}
-    if rows:
-        total = sum(r["parameters"] for r in rows)
-        for key in ("save_seconds", "convert_seconds", "load_universal_seconds",
-                    "checkpoint_bytes"):
-            per_parameter[key] = sum(r[key] for r in rows) / total
-    record = {"description": __doc__.split("\n\n")[1].strip(), "machine": os.uname().nodename,
+    keys = ("save_seconds", "convert_seconds", "load_universal_seconds", "checkpoint_bytes")
+    complete = [r for r in rows if all(key in r for key in keys)]
+    if complete:
+        total = sum(r["parameters"] for r in complete)
+        for key in keys:
+            per_parameter[key] = sum(r[key] for r in complete) / total
+    record = {"description": "bench/relaunch_cost.py: one CPU process, gloo, fp32, torch "
+              "AdamW, ZeRO-1, world size 1: engine start-up, save_checkpoint, ds_to_universal "
+              "(as seesaw-ds universal runs it), load_checkpoint of the universal copy and of "
+              "the plain one; seconds and bytes on disk", "machine": os.uname().nodename,
               "cpu_count": os.cpu_count(), "rows": rows, "skipped": skipped,
               "per_parameter": per_parameter}
     with open(args.out, "w", encoding="utf-8") as handle:

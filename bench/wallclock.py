@@ -43,10 +43,10 @@ def relaunch_seconds(size: str, record: dict) -> tuple:
     measured, or extrapolated by parameter count from the measured shapes."""
     pieces = ("import_seconds", "engine_init_seconds", "save_seconds", "convert_seconds",
               "load_universal_seconds")
-    for row in record.get("rows", []):
+    rows = [r for r in record.get("rows", []) if all(key in r for key in pieces)]
+    for row in rows:
         if row["shape"] == size:
             return sum(row[key] for key in pieces), "measured"
-    rows = record.get("rows", [])
     if not rows:
         return None, "no measurement"
     params = {"150m": 216_820_224, "300m": 367_841_280, "600m": 661_494_144}[size]
