@@ -17,8 +17,9 @@ shrinking) the driver
 ``--launcher srun`` starts ``ceil(RANKS / G)`` nodes of the SLURM allocation, one task per
 node, each running ``torchrun --nnodes N --nproc_per_node min(RANKS, G)`` with a c10d
 rendezvous on the first node. The DeepSpeed config must lay out every stage on its rank
-count (``seesaw.batch_multiple`` and ``seesaw.batch_multiple_stages``:
-``launch/grow_chain.py --print-stages`` writes such a config and prints the stages).
+count (``seesaw.batch_multiple`` and ``seesaw.batch_multiple_stages``): ``seesaw-ds plan
+--throughput TP.json --ranks R --max-ranks M --json`` gives both and the ``stages`` (start
+tokens, ranks), and ``launch/grow_chain.py ... --submit`` writes such a config.
 
 It writes ``OUT/launch/grow_in_allocation.json``: per stage its ranks, start, train and
 conversion seconds; the total time; GPU-hours **used** (each stage's ranks for its time, the
