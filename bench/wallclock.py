@@ -11,7 +11,8 @@ across nodes and the config's ZeRO stage (stage 1 in the paper configs).
    relaunch charged at the cost measured on CPU (``bench/records/relaunch_cost.json``: engine
    start-up, ZeRO-1 save, universal conversion, load; 600M extrapolated by state size when it
    was not measured), against cosine on 8 and on 64 GPUs; GPU-hours as jobs (each job's
-   ranks) and as one allocation of 64 GPUs held throughout (``launch/grow_in_allocation.py``).
+   ranks) and as one allocation sized for the largest job, held throughout
+   (``launch/grow_in_allocation.py``).
 
     python bench/wallclock.py
     python bench/wallclock.py --ranks 8 64 --grow 8:64 --relaunch-seconds 300
@@ -107,7 +108,7 @@ def main(argv=None) -> int:
             "config": name, "relaunch_seconds": relaunch, "relaunch_how": how,
             "jobs": jobs, "hours": chain.seesaw.seconds / 3600,
             "gpu_hours_jobs": chain.seesaw.gpu_seconds / 3600,
-            "gpu_hours_held": grow_to * chain.seesaw.seconds / 3600,
+            "gpu_hours_held": max(jobs) * chain.seesaw.seconds / 3600,
             "cosine_start_hours": chain.baseline.seconds / 3600,
             "cosine_max_hours": big.baseline.seconds / 3600,
             "cosine_max_gpu_hours": big.baseline.gpu_seconds / 3600,
