@@ -13,9 +13,12 @@ micro-batch, so one plan holds on every job's rank count) to
 succeeded (``--dependency=afterok``):
 
   job k: ``launch/slurm_paper.sbatch`` on ranks_k / gpus-per-node nodes with
-         ``--stop-at-tokens`` at the next job's start (the last job runs to the end);
-  then:  ``seesaw-ds universal`` on the checkpoint (one task), so job k+1 resumes the ZeRO
-         optimizer state on its larger rank count.
+         ``--stop-at-tokens`` at the next job's start (the last job runs to the end); every
+         job after the first first runs ``seesaw-ds universal`` on the checkpoint on its own
+         allocation (``SEESAW_UNIVERSAL_FIRST=1``, no separate queued job), so it resumes
+         the ZeRO optimizer state on its larger rank count.
+
+Each job queues again; ``launch/grow_in_allocation.py`` grows inside one allocation instead.
 
 Each training job passes ``--resume`` when a checkpoint exists (slurm_paper.sbatch does).
 """
@@ -84,7 +87,7 @@ def build_chain(run_name: str, ds_path: str, throughput_path: str, ranks: int,
         nodes = max(1, stage_ranks // gpus_per_node)
         ngpus = min(stage_ranks, gpus_per_node)
         env = (f"ALL,SEESAW_RUN={run_name},SEESAW_DS_CONFIG={config_path},NGPUS={ngpus},"
-               f"SEESAW_RESULTS={results}")
+               f"SEESAW_RESULTS={results}" + (",SEESAW_UNIVERSAL_FIRST=1" if index else ""))
         train_args = []
         if index + 1 < len(stages):
             train_args = ["--stop-at-tokens", repr(float(stages[index + 1]["start_tokens"]))]
@@ -92,13 +95,6 @@ def build_chain(run_name: str, ds_path: str, throughput_path: str, ranks: int,
             f"--nodes={nodes}", f"--gpus-per-node={ngpus}", f"--export={env}",
             f"--time={_slurm_time(stage_seconds[index] + projection['relaunch_seconds'])}",
             f"--job-name=seesaw-{run_name}-{index}", "launch/slurm_paper.sbatch", *train_args]})
-        if index + 1 < len(stages):
-            convert = (f"{shlex.quote(sys.executable)} -m seesaw_ds.cli.main universal "
-                       f"{shlex.quote(os.path.join(run_dir, 'checkpoints'))}")
-            jobs.append({"what": "to universal", "args": [
-                "--nodes=1", "--ntasks=1", "--time=1:00:00",
-                f"--job-name=seesaw-{run_name}-universal{index}",
-                f"--wrap={convert}"]})
     return config, config_path, projection, jobs
 
 

@@ -52,14 +52,16 @@ def test_chain_grows_nodes_with_the_batch_and_converts_between_jobs(tmp_path):
     assert " -> ".join(map(str, ranks)) + " ranks" in result.stdout
     assert "ratio 0.672" in result.stdout  # ZeRO-1 from the config
     jobs = _jobs((tmp_path / "sbatch.log").read_text())
-    assert len(jobs) == 2 * len(ranks) - 1  # training jobs and the conversions between
+    assert len(jobs) == len(ranks)  # training jobs only: each converts on its own allocation
     train = [job for job in jobs if "launch/slurm_paper.sbatch" in job]
     assert [next(a for a in job if a.startswith("--nodes=")) for job in train] == [
         f"--nodes={r // 8}" for r in ranks]
     for index, job in enumerate(jobs):
         dependency = [a for a in job if a.startswith("--dependency=")]
         assert dependency == ([] if index == 0 else [f"--dependency=afterok:{100 + index}"])
-    assert all(any("seesaw_ds.cli.main universal" in a for a in job) for job in jobs[1::2])
+    exports = [next(a for a in job if a.startswith("--export=")) for job in jobs]
+    assert ["SEESAW_UNIVERSAL_FIRST=1" in e for e in exports] == [False] + [True] * (
+        len(ranks) - 1)
     # every job asks for its projected time (twice, plus 30 min), not 24 h
     times = [next(a for a in job if a.startswith("--time=")) for job in train]
     hours = [int(t.split("=")[1].split(":")[0]) for t in times]
