@@ -107,7 +107,8 @@ def _positive(where: str, value: Any, strict: bool = True) -> float:
     ok = (not isinstance(value, bool) and isinstance(value, (int, float))
           and math.isfinite(value) and (value > 0 if strict else value >= 0))
     if not ok:
-        raise SeesawConfigError(f"{where} = {value!r} must be a number {'>' if strict else '>='} 0.")
+        bound = ">" if strict else ">="
+        raise SeesawConfigError(f"{where} = {value!r} must be a number {bound} 0.")
     return float(value)
 
 
@@ -120,7 +121,8 @@ def _link(data: Any, where: str) -> Link:
     elif "nic_bytes_per_second" in data and "nics_per_node" in data:
         nics = data["nics_per_node"]
         if isinstance(nics, bool) or not isinstance(nics, int) or nics < 1:
-            raise SeesawConfigError(f"{where}.nics_per_node = {nics!r} must be a whole number >= 1.")
+            raise SeesawConfigError(
+                f"{where}.nics_per_node = {nics!r} must be a whole number >= 1.")
         bandwidth = _positive(f"{where}.nic_bytes_per_second", data["nic_bytes_per_second"]) * nics
     else:
         raise SeesawConfigError(f"{where} needs bus_bytes_per_second, or nic_bytes_per_second "

@@ -1,9 +1,9 @@
 """Layout choice and wall-clock projection (pure, no torch), on the shipped paper configs."""
 
 import glob
+import os
 import json
 import math
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +20,10 @@ from seesaw_ds.schedules.multiples import multiple_at
 REPO = Path(__file__).resolve().parents[2]
 GPU_LIKE = REPO / "bench" / "records" / "throughput_gpu_like.json"
 PAPER = sorted(glob.glob(str(REPO / "ds_configs" / "*m_b*_seesaw.json")))
+
+
+def _h100(size):
+    return load_throughput(REPO / "bench" / "records" / f"throughput_h100_{size}.json")
 
 
 def _linear(c0=0.006, c1=0.0037, sizes=(1, 2, 4, 8, 16), **over):
@@ -221,3 +225,22 @@ def test_plan_cli_bad_input_one_line(tmp_path):
     assert result.returncode == 2 and "--ranks" in result.stderr
     result = _cli("plan", config, "--ranks", "8")
     assert result.returncode == 2 and "--throughput" in result.stderr
+
+
+def test_per_size_files_with_zero_1_equal_resource_figures():
+    from seesaw_ds.layout import zero_of_config
+
+    sizes = {os.path.basename(p).split("_")[0] for p in PAPER}
+    assert sizes == {"150m", "300m", "600m"}
+    config = load_config_file(REPO / "ds_configs" / "150m_b128_seesaw.json")
+    tp = zero_of_config(_h100("150m"), config)
+    assert tp.zero_stage == 1 and tp.network.gpus_per_node == 8
+    search = LayoutSearch(plan_from_ds_config(config, 1), tp)
+    assert search.project(8).ratio == pytest.approx(0.959, abs=0.001)
+    assert search.project(64).ratio == pytest.approx(0.798, abs=0.001)
+    # 512 GPUs: rank counts must divide the initial batch 128, and the projection says so
+    wide = search.project(512)
+    assert wide.baseline.start_ranks == 128 and wide.seesaw.start_ranks <= 128
+    # the 600M file is its own: cosine on 8 GPUs takes about 5 h (not the 150M file's 2 h)
+    big = LayoutSearch(_plan("600m_b256_seesaw"), _h100("600m")).project(8)
+    assert big.baseline.seconds / 3600 == pytest.approx(5.0, abs=0.2)

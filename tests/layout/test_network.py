@@ -10,7 +10,7 @@ import pytest
 from seesaw_ds.errors import SeesawConfigError
 from seesaw_ds.layout import load_throughput, throughput_from_dict
 from seesaw_ds.layout.nccl_tests import parse_all_reduce_perf
-from seesaw_ds.layout.network import Link, Network, fit_ring, network_from_dict
+from seesaw_ds.layout.network import Link, fit_ring, network_from_dict
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = Path(__file__).resolve().parent / "data"
