@@ -1,19 +1,22 @@
-"""Wall-clock projection of cosine vs Seesaw on the shipped paper configs: one table.
+"""Wall-clock projection of cosine vs Seesaw on the nine paper configs: equal resources first.
 
-Uses a throughput file (default: ``bench/records/throughput_gpu_like.json``, a hand-written
-GPU-like worker; or ``--measure`` to calibrate this machine on the tiny model first with
-``seesaw_ds.calibrate``) and lays every plan out with ``seesaw_ds.layout`` at fixed rank
-counts and on a growing chain of jobs. Checks the layout targets:
+Each config is laid out with ``seesaw_ds.layout`` on its size's throughput file
+(``bench/records/throughput_h100_{150m,300m,600m}.json``: 8-GPU H100 nodes, derived from
+llm.c and nccl-tests figures, see ``bench/throughput_h100.py``), with the network inside and
+across nodes and the config's ZeRO stage (stage 1 in the paper configs).
 
-- Seesaw's projected time <= cosine's at every fixed rank count 1..512, every config,
-- 150M B=128, 8 ranks growing to 64: Seesaw / cosine <= 0.65 (target of issue 9).
+1. **Equal resources**: Seesaw and cosine on the same fixed allocation (8 and 64 GPUs by
+   default), time and GPU-hours. This is the headline.
+2. **Growing chains**: Seesaw on a chain of jobs from 8 GPUs growing to at most 64, with each
+   relaunch charged at the cost measured on CPU (``bench/records/relaunch_cost.json``: engine
+   start-up, ZeRO-1 save, universal conversion, load; 600M extrapolated by state size when it
+   was not measured), against cosine on 8 and on 64 GPUs; GPU-hours as jobs (each job's
+   ranks) and as one allocation sized for the largest job, held throughout
+   (``launch/grow_in_allocation.py``).
 
     python bench/wallclock.py
-    python bench/wallclock.py --throughput my_cluster.json --ranks 8 64 --grow 8:64
-    python bench/wallclock.py --gpus-per-node 8 --relaunch-seconds 60   # chain variants
-
-Chains are shown three ways: any rank count per job (batch-multiple stages), whole nodes of
-``--gpus-per-node`` GPUs, and any rank count with ``--relaunch-seconds`` charged per job.
+    python bench/wallclock.py --ranks 8 64 --grow 8:64 --relaunch-seconds 300
+    python bench/wallclock.py --throughput my_cluster.json   # one file for every config
 """
 
 from __future__ import annotations
@@ -25,89 +28,149 @@ import os
 import sys
 
 from seesaw_ds.config import load_config_file, plan_from_ds_config
-from seesaw_ds.layout import LayoutSearch, load_throughput, throughput_from_dict
+from seesaw_ds.layout import LayoutSearch, load_throughput, zero_of_config
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _REPO = os.path.dirname(_HERE)
-_DEFAULT_TP = os.path.join(_HERE, "records", "throughput_gpu_like.json")
+_RELAUNCH = os.path.join(_HERE, "records", "relaunch_cost.json")
+
+
+def throughput_path(size: str) -> str:
+    return os.path.join(_HERE, "records", f"throughput_h100_{size}.json")
+
+
+def relaunch_seconds(size: str, record: dict) -> tuple:
+    """(seconds, how) of one relaunch of ``size``: start-up + save + conversion + load,
+    measured, or extrapolated by parameter count from the measured shapes."""
+    pieces = ("import_seconds", "engine_init_seconds", "save_seconds", "convert_seconds",
+              "load_universal_seconds")
+    rows = [r for r in record.get("rows", []) if all(key in r for key in pieces)]
+    for row in rows:
+        if row["shape"] == size:
+            return sum(row[key] for key in pieces), "measured"
+    if not rows:
+        return None, "no measurement"
+    params = {"150m": 216_820_224, "300m": 367_841_280, "600m": 661_494_144}[size]
+    fixed = sum(r["import_seconds"] + r["engine_init_seconds"] for r in rows) / len(rows)
+    scaling = sum(sum(r[k] for k in pieces[2:]) for r in rows) / sum(r["parameters"]
+                                                                    for r in rows)
+    return fixed + scaling * params, "extrapolated by state size"
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--throughput", default=_DEFAULT_TP)
-    parser.add_argument("--measure", action="store_true",
-                        help="calibrate this machine (tiny model) instead of --throughput")
-    parser.add_argument("--ranks", type=int, nargs="+", default=[1, 8, 64, 512])
-    parser.add_argument("--grow", nargs="+", default=["8:64"], help="START:MAX chains")
-    parser.add_argument("--gpus-per-node", type=int, default=8,
-                        help="the whole-node chain variant")
-    parser.add_argument("--relaunch-seconds", type=float, default=60.0,
-                        help="the chain variant that counts each relaunch")
+    parser.add_argument("--throughput", default=None,
+                        help="one throughput file for every config (default: per size)")
+    parser.add_argument("--ranks", type=int, nargs="+", default=[8, 64])
+    parser.add_argument("--grow", default="8:64", help="START:MAX of the chain")
+    parser.add_argument("--relaunch-seconds", type=float, default=None,
+                        help="per relaunch (default: measured, bench/records/relaunch_cost.json)")
     parser.add_argument("--json", help="write the rows here")
     args = parser.parse_args(argv)
+    start, grow_to = (int(x) for x in args.grow.split(":"))
+    record = {}
+    if args.relaunch_seconds is None and os.path.exists(_RELAUNCH):
+        with open(_RELAUNCH, encoding="utf-8") as handle:
+            record = json.load(handle)
 
-    if args.measure:
-        from seesaw_ds.calibrate import calibrate
-
-        data = calibrate(os.path.join(_REPO, "launch", "run_configs", "tiny.yaml"),
-                         os.path.join(_REPO, "ds_configs", "tiny_seesaw.json"), [1, 2, 4, 8])
-        throughput, source = throughput_from_dict(data), "measured here (tiny model)"
-    else:
-        throughput, source = load_throughput(args.throughput), args.throughput
-    rows, worst = [], {}
-    variants = [("", {}), (f"/{args.gpus_per_node}n", {"gpus_per_node": args.gpus_per_node}),
-                (f"+{args.relaunch_seconds:g}s", {"relaunch_seconds": args.relaunch_seconds})]
+    fixed_rows, chain_rows = [], []
     for path in sorted(glob.glob(os.path.join(_REPO, "ds_configs", "*m_b*_seesaw.json"))):
         name = os.path.basename(path)[: -len("_seesaw.json")]
-        plan = plan_from_ds_config(load_config_file(path), 1)
-        search = LayoutSearch(plan, throughput)
-        worst[name] = max((search.project(n).ratio, n) for n in range(1, 513))
-        layouts = [(n, None, "", {}) for n in args.ranks] + [
-            (*(int(x) for x in chain.split(":")), tag, options)
-            for chain in args.grow for tag, options in variants]
-        for ranks, max_ranks, tag, options in layouts:
-            laid = LayoutSearch(plan, throughput, **options) if options else search
-            data = laid.project(ranks, max_ranks).to_dict()
-            chain = [s["ranks"] for s in data["stages"]]
-            rows.append({"config": name, "ranks": ranks, "max_ranks": max_ranks, "variant": tag,
-                         "batch_multiple": data["batch_multiple"],
-                         "staged": bool(data["batch_multiple_stages"]),
-                         "steps": data["optimizer_steps"],
-                         "baseline_steps": data["baseline_optimizer_steps"],
-                         "hours": data["projected_seconds"] / 3600,
-                         "baseline_hours": data["baseline_projected_seconds"] / 3600,
-                         "time_ratio": data["time_ratio"],
-                         "jobs": (f"{len(chain)}: " + "->".join(map(str, chain)) if len(chain) < 6
-                                  else f"{len(chain)}: {chain[0]}->{chain[1]}->...->{chain[-1]}")})
-    print(f"throughput: {source}")
-    header = (f"{'config':>10} {'ranks':>11} {'q':>4} {'steps':>6} {'cos steps':>9} "
-              f"{'hours':>7} {'cos hours':>9} {'ratio':>6}  jobs")
+        size = name.split("_")[0]
+        config = load_config_file(path)
+        tp_path = args.throughput or throughput_path(size)
+        throughput = zero_of_config(load_throughput(tp_path), config)
+        plan = plan_from_ds_config(config, 1)
+        if args.relaunch_seconds is not None:
+            relaunch, how = args.relaunch_seconds, "given"
+        else:
+            relaunch, how = relaunch_seconds(size, record)
+            if relaunch is None:
+                relaunch, how = 300.0, "documented default"
+        search = LayoutSearch(plan, throughput, relaunch_seconds=relaunch)
+        row = {"config": name, "throughput": os.path.relpath(tp_path, _REPO),
+               "zero_stage": throughput.zero_stage}
+        for ranks in args.ranks:
+            laid = search.project(ranks)
+            row[ranks] = {"used_ranks": laid.seesaw.start_ranks,
+                          "baseline_used_ranks": laid.baseline.start_ranks,
+                          "hours": laid.seesaw.seconds / 3600,
+                          "baseline_hours": laid.baseline.seconds / 3600,
+                          "ratio": laid.ratio,
+                          "gpu_hours": laid.seesaw.gpu_seconds / 3600,
+                          "baseline_gpu_hours": laid.baseline.gpu_seconds / 3600,
+                          "steps": laid.seesaw.steps, "baseline_steps": laid.baseline.steps}
+        fixed_rows.append(row)
+        chain = search.project(start, grow_to)
+        big = search.project(grow_to)
+        jobs = [s["ranks"] for s in chain.seesaw.stages()]
+        chain_rows.append({
+            "config": name, "relaunch_seconds": relaunch, "relaunch_how": how,
+            "jobs": jobs, "hours": chain.seesaw.seconds / 3600,
+            "gpu_hours_jobs": chain.seesaw.gpu_seconds / 3600,
+            "gpu_hours_held": max(jobs) * chain.seesaw.seconds / 3600,
+            "cosine_start_hours": chain.baseline.seconds / 3600,
+            "cosine_max_hours": big.baseline.seconds / 3600,
+            "cosine_max_gpu_hours": big.baseline.gpu_seconds / 3600,
+            "seesaw_start_hours": chain.seesaw_fixed.seconds / 3600,
+        })
+
+    sources = sorted({row["throughput"] for row in fixed_rows})
+    print(f"throughput: {', '.join(sources)}; ZeRO stage from each config")
+    print("\n1. Equal resources: Seesaw vs cosine on the same fixed allocation (the headline)")
+    header = f"{'config':>10}"
+    for ranks in args.ranks:
+        header += (f" | {ranks:>3} GPUs: {'seesaw h':>8} {'cosine h':>8} {'ratio':>5} "
+                   f"{'GPU-h':>7} {'cos GPU-h':>9}")
     print(header)
     print("-" * len(header))
-    for row in rows:
-        ranks = f"{row['ranks']}" + (f"-{row['max_ranks']}" if row["max_ranks"] else "")
-        ranks += row["variant"]
-        q = f"{row['batch_multiple']}" + ("+" if row["staged"] else "")
-        print(f"{row['config']:>10} {ranks:>11} {q:>4} {row['steps']:>6} "
-              f"{row['baseline_steps']:>9} {row['hours']:>7.3f} {row['baseline_hours']:>9.3f} "
-              f"{row['time_ratio']:>6.3f}  {row['jobs']}")
-    print("(q: batch multiple of the first job; q+: later jobs round to their own rank count, "
-          "seesaw.batch_multiple_stages)")
-    print("\ntargets")
-    fixed_ok = all(ratio <= 1.0 for ratio, _ in worst.values())
-    print(f"  Seesaw <= cosine at every fixed rank count 1..512: "
-          f"{'met' if fixed_ok else 'MISSED'} (worst ratio "
-          f"{max(r for r, _ in worst.values()):.4f})")
-    grow = [r for r in rows if r["config"] == "150m_b128" and r["ranks"] == 8
-            and r["max_ranks"] == 64 and not r["variant"]]
-    if grow:
-        ratio = grow[0]["time_ratio"]
-        print(f"  150m_b128, 8 ranks growing to 64: ratio {ratio:.3f} (target <= 0.65: "
-              f"{'met' if ratio <= 0.65 else 'MISSED'})")
+    notes = set()
+    for row in fixed_rows:
+        line = f"{row['config']:>10}"
+        for ranks in args.ranks:
+            cell = row[ranks]
+            mark = " "
+            if cell["used_ranks"] != ranks or cell["baseline_used_ranks"] != ranks:
+                mark = "*"
+                notes.add(f"* {row['config']} at {ranks}: Seesaw uses {cell['used_ranks']}, "
+                          f"cosine {cell['baseline_used_ranks']} ranks (rank counts must "
+                          "divide the initial batch)")
+            line += (f" | {'':>9}{mark}{cell['hours']:>8.3f} {cell['baseline_hours']:>8.3f} "
+                     f"{cell['ratio']:>5.3f} {cell['gpu_hours']:>7.2f} "
+                     f"{cell['baseline_gpu_hours']:>9.2f}")
+        print(line)
+    for note in sorted(notes):
+        print(note)
+
+    print(f"\n2. Growing chain {start} -> <= {grow_to} GPUs, each relaunch charged "
+          "(start-up + ZeRO-1 save + universal conversion + load)")
+    header = (f"{'config':>10} {'relaunch s':>10} {'jobs':>16} {'chain h':>7} "
+              f"{'/cos@' + str(start):>8} {'/cos@' + str(grow_to):>8} {'GPU-h jobs':>10} "
+              f"{'GPU-h held':>10} {'cos@' + str(grow_to) + ' GPU-h':>12}")
+    print(header)
+    print("-" * len(header))
+    for row in chain_rows:
+        jobs = "->".join(map(str, row["jobs"])) if len(row["jobs"]) < 5 else (
+            f"{row['jobs'][0]}->...->{row['jobs'][-1]} ({len(row['jobs'])})")
+        print(f"{row['config']:>10} {row['relaunch_seconds']:>10.0f} {jobs:>16} "
+              f"{row['hours']:>7.3f} {row['hours'] / row['cosine_start_hours']:>8.3f} "
+              f"{row['hours'] / row['cosine_max_hours']:>8.3f} {row['gpu_hours_jobs']:>10.2f} "
+              f"{row['gpu_hours_held']:>10.2f} {row['cosine_max_gpu_hours']:>12.2f}")
+    hows = sorted({f"{r['config'].split('_')[0]}: {r['relaunch_how']}" for r in chain_rows})
+    print("relaunch cost: " + "; ".join(hows) + " (CPU, one process: see docs/wallclock.md)")
+
+    print("\nchecks")
+    fixed_ok = all(row[r]["ratio"] <= 1.0 for row in fixed_rows for r in args.ranks)
+    print(f"  Seesaw <= cosine on every equal allocation: {'met' if fixed_ok else 'MISSED'}")
+    chain_ok = all(r["hours"] <= r["seesaw_start_hours"] * (1 + 1e-12) for r in chain_rows)
+    print(f"  chain never slower than Seesaw fixed at {start}: "
+          f"{'met' if chain_ok else 'MISSED'}")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as handle:
-            json.dump({"throughput": throughput.to_dict(), "rows": rows,
-                       "worst_fixed": worst}, handle, indent=2)
+            json.dump({"fixed": [{**{k: v for k, v in row.items() if not isinstance(k, int)},
+                                  "by_ranks": {str(k): v for k, v in row.items()
+                                               if isinstance(k, int)}}
+                                 for row in fixed_rows], "chains": chain_rows}, handle, indent=2)
     return 0
 
 

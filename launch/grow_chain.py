@@ -13,9 +13,12 @@ micro-batch, so one plan holds on every job's rank count) to
 succeeded (``--dependency=afterok``):
 
   job k: ``launch/slurm_paper.sbatch`` on ranks_k / gpus-per-node nodes with
-         ``--stop-at-tokens`` at the next job's start (the last job runs to the end);
-  then:  ``seesaw-ds universal`` on the checkpoint (one task), so job k+1 resumes the ZeRO
-         optimizer state on its larger rank count.
+         ``--stop-at-tokens`` at the next job's start (the last job runs to the end); every
+         job after the first first runs ``seesaw-ds universal`` on the checkpoint on its own
+         allocation (``SEESAW_UNIVERSAL_FIRST=1``, no separate queued job), so it resumes
+         the ZeRO optimizer state on its larger rank count.
+
+Each job queues again; ``launch/grow_in_allocation.py`` grows inside one allocation instead.
 
 Each training job passes ``--resume`` when a checkpoint exists (slurm_paper.sbatch does).
 """
@@ -36,7 +39,7 @@ sys.path.insert(0, REPO)
 from seesaw_ds.atomic_files import write_json_atomic  # noqa: E402
 from seesaw_ds.config import load_config_file, plan_from_ds_config  # noqa: E402
 from seesaw_ds.errors import SeesawConfigError  # noqa: E402
-from seesaw_ds.layout import load_throughput, project_wallclock  # noqa: E402
+from seesaw_ds.layout import load_throughput, project_wallclock, zero_of_config  # noqa: E402
 
 
 def chain_config(ds_config: dict, batch_multiple: int, max_micro: int,
@@ -54,14 +57,25 @@ def chain_config(ds_config: dict, batch_multiple: int, max_micro: int,
     return config
 
 
+def _slurm_time(seconds: float) -> str:
+    """A job's ``--time``: twice its projected seconds plus 30 minutes, as H:MM:SS."""
+    total = int(2 * seconds + 1800)
+    return f"{total // 3600}:{total % 3600 // 60:02d}:{total % 60:02d}"
+
+
 def build_chain(run_name: str, ds_path: str, throughput_path: str, ranks: int,
                 max_ranks: int, gpus_per_node: int, results: str,
-                relaunch_seconds: float = 0.0):
+                relaunch_seconds=None):
     """(chain config, stages, list of sbatch argument lists with a DEP placeholder)."""
     ds_config = load_config_file(ds_path)
-    throughput = load_throughput(throughput_path)
+    throughput = zero_of_config(load_throughput(throughput_path), ds_config)
     projection = project_wallclock(plan_from_ds_config(ds_config, 1), throughput, ranks,
                                    max_ranks, gpus_per_node, relaunch_seconds).to_dict()
+    stage_seconds = [0.0] * len(projection["stages"])
+    starts = [s["start_tokens"] for s in projection["stages"]]
+    for phase in projection["phases"]:
+        index = max(i for i, start in enumerate(starts) if start <= phase["start_tokens"])
+        stage_seconds[index] += phase["seconds"]
     config = chain_config(ds_config, projection["batch_multiple"], throughput.max_micro_batch,
                           projection["batch_multiple_stages"])
     stages = projection["stages"]
@@ -73,19 +87,14 @@ def build_chain(run_name: str, ds_path: str, throughput_path: str, ranks: int,
         nodes = max(1, stage_ranks // gpus_per_node)
         ngpus = min(stage_ranks, gpus_per_node)
         env = (f"ALL,SEESAW_RUN={run_name},SEESAW_DS_CONFIG={config_path},NGPUS={ngpus},"
-               f"SEESAW_RESULTS={results}")
+               f"SEESAW_RESULTS={results}" + (",SEESAW_UNIVERSAL_FIRST=1" if index else ""))
         train_args = []
         if index + 1 < len(stages):
             train_args = ["--stop-at-tokens", repr(float(stages[index + 1]["start_tokens"]))]
         jobs.append({"what": f"train {stage_ranks} ranks", "args": [
             f"--nodes={nodes}", f"--gpus-per-node={ngpus}", f"--export={env}",
+            f"--time={_slurm_time(stage_seconds[index] + projection['relaunch_seconds'])}",
             f"--job-name=seesaw-{run_name}-{index}", "launch/slurm_paper.sbatch", *train_args]})
-        if index + 1 < len(stages):
-            convert = (f"{shlex.quote(sys.executable)} -m seesaw_ds.cli.main universal "
-                       f"{shlex.quote(os.path.join(run_dir, 'checkpoints'))}")
-            jobs.append({"what": "to universal", "args": [
-                "--nodes=1", "--ntasks=1", f"--job-name=seesaw-{run_name}-universal{index}",
-                f"--wrap={convert}"]})
     return config, config_path, projection, jobs
 
 
@@ -98,8 +107,9 @@ def main(argv=None) -> int:
     parser.add_argument("--ranks", type=int, required=True)
     parser.add_argument("--max-ranks", type=int, required=True)
     parser.add_argument("--gpus-per-node", type=int, default=8)
-    parser.add_argument("--relaunch-seconds", type=float, default=0.0,
-                        help="seconds each extra job costs (queue, start-up, conversion)")
+    parser.add_argument("--relaunch-seconds", type=float, default=None,
+                        help="seconds each extra job costs (start-up, save, conversion, load; "
+                        "a queue wait is extra; default 300, see docs/wallclock.md)")
     parser.add_argument("--submit", action="store_true", help="run sbatch (default: print)")
     args = parser.parse_args(argv)
     run_name = f"{args.model}_b{args.batch}_{args.schedule}"
@@ -113,8 +123,11 @@ def main(argv=None) -> int:
     except SeesawConfigError as error:
         print(f"grow_chain: error: {error}", file=sys.stderr)
         return 2
-    os.makedirs(os.path.dirname(config_path), exist_ok=True)
-    write_json_atomic(config_path, config)
+    if args.submit:  # a dry run leaves the checkout as it was
+        os.makedirs(os.path.dirname(config_path), exist_ok=True)
+        write_json_atomic(config_path, config)
+    else:
+        print(f"(dry run: {config_path} is written with --submit)")
     print(f"{run_name}: {len(projection['stages'])} jobs "
           + " -> ".join(str(s["ranks"]) for s in projection["stages"])
           + f" ranks; projected {projection['projected_seconds'] / 3600:.2f} h vs baseline "

@@ -7,8 +7,10 @@ measures, on one device (the GPU when there is one, else the CPU):
 2. one AdamW step (torch's fused kernel on a GPU),
 3. the all-reduce cost: inside the process group when launched on several ranks
    (``torchrun``/``deepspeed``: the real interconnect), otherwise between two local gloo
-   processes (loopback), fitted to ``t = 2 alpha + bytes * beta`` at several sizes
-   (a 2-rank ring: one hop each way),
+   processes (loopback), fitted to the ring all-reduce over the ``r`` ranks that took the
+   timings, ``t = 2 (r-1)/r * bytes / busbw + 2 (r-1) * latency``
+   (:func:`seesaw_ds.layout.network.fit_ring`); or, with ``nccl_tests``, read from
+   nccl-tests' ``all_reduce_perf`` output (one node: inside a node; several: across nodes),
 
 and writes the JSON that ``seesaw-ds plan --throughput`` reads
 (:mod:`seesaw_ds.layout.throughput`), plus how it was measured.
@@ -16,7 +18,7 @@ and writes the JSON that ``seesaw-ds plan --throughput`` reads
 Limitations:
     The optimizer is torch's AdamW, not DeepSpeed's FusedAdam or a ZeRO-sharded step; the
     gradients are all-reduced unsharded. Single-process all-reduce figures are a loopback,
-    not a network: replace them by the cluster's figures (a hand-edited file works).
+    not a network: give the cluster's nccl-tests output instead (or hand-edit the file).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 from seesaw_ds.errors import SeesawConfigError
 
 __all__ = ["default_micro_sizes", "measure_compute", "measure_allreduce", "fit_alpha_beta",
-           "calibrate"]
+           "network_from_nccl_tests", "calibrate"]
 
 _ALLREDUCE_SIZES = (2**12, 2**16, 2**20, 2**22)
 
@@ -98,15 +100,39 @@ def measure_compute(shape: str, vocab_size: int, seq_length: int, micro_sizes: S
     return seconds, optimizer_seconds, grad_bytes, name
 
 
-def fit_alpha_beta(times: Dict[int, float]):
-    """Least squares ``t = 2 alpha + bytes * beta`` (2-rank ring): (alpha, bytes per second)."""
-    xs = sorted(times)
-    ys = [times[x] for x in xs]
-    mean_x, mean_y = statistics.fmean(xs), statistics.fmean(ys)
-    slope = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys)) / sum(
-        (x - mean_x) ** 2 for x in xs)
-    intercept = mean_y - slope * mean_x
-    return max(intercept / 2, 0.0), 1.0 / max(slope, 1e-15)
+def fit_alpha_beta(times: Dict[int, float], ranks: int = 2):
+    """Ring all-reduce fit over ``ranks`` ranks: (latency per hop, bus bytes per second)."""
+    from seesaw_ds.layout.network import fit_ring
+
+    return fit_ring(times, ranks)
+
+
+def network_from_nccl_tests(paths: Sequence[str]) -> dict:
+    """A throughput file's ``network`` object from nccl-tests ``all_reduce_perf`` outputs:
+    a one-node run gives ``intra_node``, a multi-node run ``inter_node`` (its busbw)."""
+    from seesaw_ds.layout.nccl_tests import parse_all_reduce_perf
+
+    network: dict = {}
+    for path in paths:
+        try:
+            with open(path, encoding="utf-8") as handle:
+                text = handle.read()
+        except OSError as error:
+            raise SeesawConfigError(f"--nccl-tests {path}: {error.strerror}.") from None
+        result = parse_all_reduce_perf(text, f"--nccl-tests {path}")
+        key = "intra_node" if result.nodes == 1 else "inter_node"
+        if key in network:
+            raise SeesawConfigError(f"--nccl-tests: two {key.replace('_', '-')} runs; give one "
+                                    "run on one node and at most one across nodes.")
+        network[key] = {"bus_bytes_per_second": result.bus_bytes_per_second,
+                        "latency_seconds": result.latency_seconds,
+                        "source": f"{path}: {result.ranks} ranks on {result.nodes} node(s)"}
+        if result.nodes > 1:
+            network["gpus_per_node"] = result.gpus_per_node
+    if "intra_node" not in network:
+        raise SeesawConfigError("--nccl-tests needs a one-node all_reduce_perf run (inside a "
+                                "node), optionally with one across nodes.")
+    return network
 
 
 def _allreduce_times(sizes: Sequence[int], repeats: int, device) -> Dict[int, float]:
@@ -145,7 +171,8 @@ def measure_allreduce(sizes: Sequence[int], repeats: int):
         device = torch.device("cuda", torch.cuda.current_device()) \
             if dist.get_backend() == "nccl" else torch.device("cpu")
         times = _allreduce_times(sizes, repeats, device)
-        return times, f"{dist.get_backend()}, {dist.get_world_size()} ranks"
+        return times, f"{dist.get_backend()}, {dist.get_world_size()} ranks", \
+            dist.get_world_size()
     import torch.multiprocessing as mp
 
     with socket.socket() as sock:
@@ -160,12 +187,14 @@ def measure_allreduce(sizes: Sequence[int], repeats: int):
     times = queue.get(timeout=600)
     for worker in workers:
         worker.join()
-    return times, "gloo loopback, 2 local processes"
+    return times, "gloo loopback, 2 local processes", 2
 
 
 def calibrate(run_config: str, ds_config_path: str, micro_sizes: Optional[Sequence[int]] = None,
-              repeats: int = 3, progress: bool = True) -> dict:
-    """Measure and return the throughput mapping (validated like a file)."""
+              repeats: int = 3, progress: bool = True,
+              nccl_tests: Sequence[str] = ()) -> dict:
+    """Measure and return the throughput mapping (validated like a file); with
+    ``nccl_tests`` the network comes from those outputs instead of a measurement."""
     from seesaw_ds.config import load_config_file, seesaw_section_of
     from seesaw_ds.layout import throughput_from_dict
 
@@ -178,6 +207,7 @@ def calibrate(run_config: str, ds_config_path: str, micro_sizes: Optional[Sequen
     if repeats < 1:
         raise SeesawConfigError(f"--repeats = {repeats} must be >= 1.")
     bf16 = bool((ds_config.get("bf16") or {}).get("enabled"))
+    network = network_from_nccl_tests(nccl_tests) if nccl_tests else None
     bar = None
     if progress:
         from tqdm import tqdm
@@ -193,9 +223,10 @@ def calibrate(run_config: str, ds_config_path: str, micro_sizes: Optional[Sequen
     seconds, optimizer_seconds, grad_bytes, device = measure_compute(
         shape, vocab, section.seq_length, sizes, repeats, bf16, tick)
     tick("all-reduce")
-    all_sizes = sorted(set(_ALLREDUCE_SIZES) | {grad_bytes})
-    times, source = measure_allreduce(all_sizes, repeats)
-    alpha, bandwidth = fit_alpha_beta(times)
+    if network is None:
+        all_sizes = sorted(set(_ALLREDUCE_SIZES) | {grad_bytes})
+        times, source, ranks = measure_allreduce(all_sizes, repeats)
+        alpha, bandwidth = fit_alpha_beta(times, ranks)
     if bar is not None:
         bar.update(bar.total - bar.n)
         bar.close()
@@ -205,14 +236,20 @@ def calibrate(run_config: str, ds_config_path: str, micro_sizes: Optional[Sequen
         "model_shape": shape,
         "seq_length": section.seq_length,
         "dtype": "bf16" if bf16 else "fp32",
-        "allreduce_source": source,
-        "allreduce_seconds": {str(size): value for size, value in times.items()},
         "micro_batch_seconds": {str(size): value for size, value in seconds.items()},
         "optimizer_seconds": optimizer_seconds,
-        "allreduce_latency_seconds": alpha,
-        "allreduce_bytes_per_second": bandwidth,
         "gradient_bytes": grad_bytes,
     }
+    if network is None:
+        data.update({
+            "allreduce_source": source,
+            "allreduce_seconds": {str(size): value for size, value in times.items()},
+            "allreduce_latency_seconds": alpha,
+            "allreduce_bytes_per_second": bandwidth,
+        })
+    else:
+        data.update({"allreduce_source": "nccl-tests: " + ", ".join(nccl_tests),
+                     "network": network})
     throughput_from_dict(data, "measured throughput")
     return data
 

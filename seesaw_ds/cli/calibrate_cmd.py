@@ -27,6 +27,9 @@ def add_parser(subparsers) -> None:
                         "seesaw.max_micro_batch, else 16)")
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats per piece")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--nccl-tests", nargs="+", default=(), metavar="OUT.txt",
+                        help="nccl-tests all_reduce_perf outputs (one node; optionally one "
+                        "across nodes) to use as the network instead of measuring it here")
     parser.set_defaults(run=run)
 
 
@@ -34,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     from seesaw_ds.calibrate import calibrate
 
     data = calibrate(args.run_config, args.deepspeed_config, args.micro, args.repeats,
-                     progress=not args.no_progress)
+                     progress=not args.no_progress, nccl_tests=args.nccl_tests)
     rank = 0
     try:
         import torch.distributed as dist

@@ -51,9 +51,10 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--gpus-per-node", type=int, default=None,
                         help="with --max-ranks: jobs of the chain use one partial node or "
                         "whole nodes of this many GPUs (default: any rank count)")
-    parser.add_argument("--relaunch-seconds", type=float, default=0.0,
+    parser.add_argument("--relaunch-seconds", type=float, default=None,
                         help="with --max-ranks: seconds each extra job of the chain costs "
-                        "(queue, start-up, checkpoint conversion); the search weighs it")
+                        "(start-up, checkpoint save, conversion and load; a queue wait is "
+                        "extra); the search weighs it (default: 300, see docs/wallclock.md)")
     output = parser.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="print a JSON summary instead")
     output.add_argument("--megatron", action="store_true",
@@ -89,7 +90,7 @@ def _peak_lr(config: Mapping[str, Any], peak_lr: Optional[float]) -> Optional[fl
 
 
 def _run_wallclock(args: argparse.Namespace, config: dict) -> int:
-    from seesaw_ds.layout import load_throughput, project_wallclock
+    from seesaw_ds.layout import load_throughput, project_wallclock, zero_of_config
     from seesaw_ds.report.projection import format_wallclock_table
 
     if args.ranks is None:
@@ -97,9 +98,10 @@ def _run_wallclock(args: argparse.Namespace, config: dict) -> int:
     if args.megatron or args.plot or args.dp_size is not None:
         raise SeesawConfigError(
             "--throughput chooses the layout itself: drop --dp-size, --plot and --megatron.")
-    throughput = load_throughput(args.throughput)
+    throughput = zero_of_config(load_throughput(args.throughput), config)
     plan = plan_from_ds_config(config, 1, peak_lr=_peak_lr(config, args.peak_lr))
-    if args.max_ranks is None and (args.gpus_per_node is not None or args.relaunch_seconds):
+    if args.max_ranks is None and (args.gpus_per_node is not None
+                                   or args.relaunch_seconds is not None):
         raise SeesawConfigError("--gpus-per-node and --relaunch-seconds shape a chain of jobs: "
                                 "add --max-ranks M.")
     projection = project_wallclock(plan, throughput, args.ranks, args.max_ranks,

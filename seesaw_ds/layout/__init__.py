@@ -6,6 +6,7 @@ Pure Python like ``seesaw_ds.schedules`` (no torch import); measuring a throughp
 
 from seesaw_ds.layout.choose import (
     Layout,
+    DEFAULT_RELAUNCH_SECONDS,
     LayoutSearch,
     PhaseLayout,
     Projection,
@@ -18,10 +19,13 @@ from seesaw_ds.layout.throughput import (
     Throughput,
     load_throughput,
     throughput_from_dict,
+    zero_of_config,
 )
+from seesaw_ds.layout.network import Link, Network, network_from_dict
 
 __all__ = [
     "Layout", "LayoutSearch", "PhaseLayout", "Projection", "WallClockPlan", "best_layout",
     "project_wallclock", "REQUIRED_FIELDS", "Throughput", "load_throughput",
-    "throughput_from_dict",
+    "throughput_from_dict", "zero_of_config", "DEFAULT_RELAUNCH_SECONDS", "Link", "Network",
+    "network_from_dict",
 ]

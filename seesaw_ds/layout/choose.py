@@ -17,26 +17,35 @@ the initial batch, under the same rules:
   the same plan), and never below the starting per-rank batch: ranks follow the batch
   (weak scaling). The constant-batch baseline cannot grow under that rule, so it keeps
   its starting ranks.
-- Per phase the layout with the smallest step time is chosen (the rank count greedily,
-  never shrinking).
+- Per phase the layout with the smallest step time is chosen; with ``max_ranks`` the rank
+  count of every phase comes from a dynamic programme over the phases (rank counts never
+  shrink; ``relaunch_seconds`` is charged per extra job), for single-multiple chains as for
+  staged ones.
 - With ``max_ranks``, a chain may also use batch-multiple stages
   (``seesaw.batch_multiple_stages``): each job's batches are rounded up to multiples of its
   own rank count, so the rank count can follow the batch closely (any count, or with
-  ``gpus_per_node`` one node or whole nodes). The job sizes come from a dynamic programme
-  over phases (rank counts never shrink; ``relaunch_seconds`` is charged per extra job),
-  then the staged plan is built and timed exactly. The faster of the staged and the
-  single-multiple chains is kept.
+  ``gpus_per_node`` one node or whole nodes). The staged plan is then built and timed
+  exactly.
+- The fastest fixed layout on at most ``ranks`` (no relaunch) is always a candidate of a
+  chain, so a chain is never projected slower than Seesaw at the starting allocation.
+
+``relaunch_seconds`` defaults to :data:`DEFAULT_RELAUNCH_SECONDS` (see
+``docs/wallclock.md`` and ``bench/records/relaunch_cost.json``), never 0 unless asked.
 
 Note:
     The baseline's own layout ``(r0, m0)`` is always among the candidates with
-    ``q = r0 * m0``: every larger batch then costs ``GAS x t(m0)`` plus one all-reduce and
-    one update per step, never more per sequence than the baseline's step, so the chosen
-    Seesaw layout is never slower than the baseline (up to the last step's overshoot).
+    ``q = r0 * m0``: every larger batch then costs ``GAS x t(m0)`` plus one step's
+    collectives and update, never more per sequence than the baseline's step, so the chosen
+    Seesaw layout is never slower than the baseline at the same allocation (up to the last
+    step's overshoot).
+
+GPU-hours count every rank of a job for the job's time, and each relaunch at the rank
+count of the job it starts (``Projection.gpu_seconds``).
 
 Limitations:
-    Relaunch time between jobs of a chain is not counted unless ``relaunch_seconds`` is
-    given; without stages, rank counts above the initial batch are not reachable (a plan's
-    batch multiple divides its initial batch).
+    Without stages, rank counts above the initial batch are not reachable (a plan's batch
+    multiple divides its initial batch): a fixed layout on more ranks uses the largest
+    divisor of the initial batch below it (``start_ranks`` says which).
 """
 
 from __future__ import annotations
@@ -50,7 +59,13 @@ from seesaw_ds.schedules import ConstantBatch, Plan
 from seesaw_ds.schedules.multiples import multiple_at
 
 __all__ = ["Layout", "PhaseLayout", "Projection", "WallClockPlan", "LayoutSearch",
-           "best_layout", "project_wallclock"]
+           "best_layout", "project_wallclock", "DEFAULT_RELAUNCH_SECONDS"]
+
+#: Seconds one extra job of a chain costs when none is given: job start-up on an allocation
+#: that is already held (launch, imports, process group: about 2 minutes at scale) plus a
+#: ZeRO-1 checkpoint save, its universal conversion and the load (measured on CPU for the
+#: 150M-600M shapes: ``bench/records/relaunch_cost.json``). A fresh queue wait is extra.
+DEFAULT_RELAUNCH_SECONDS = 300.0
 
 
 @dataclass(frozen=True)
@@ -93,6 +108,16 @@ class Projection:
     @property
     def steps(self) -> int:
         return sum(phase.steps for phase in self.phases)
+
+    @property
+    def gpu_seconds(self) -> float:
+        """Every rank of each job for its time, each relaunch at the new job's ranks."""
+        relaunches = sum(stage["ranks"] for stage in self.stages()[1:]) * self.relaunch_seconds
+        return sum(phase.seconds * phase.layout.ranks for phase in self.phases) + relaunches
+
+    @property
+    def max_ranks(self) -> int:
+        return max(phase.layout.ranks for phase in self.phases)
 
     @property
     def start_ranks(self) -> int:
@@ -141,7 +166,10 @@ class LayoutSearch:
     """
 
     def __init__(self, plan: Plan, throughput: Throughput,
-                 gpus_per_node: Optional[int] = None, relaunch_seconds: float = 0.0) -> None:
+                 gpus_per_node: Optional[int] = None,
+                 relaunch_seconds: Optional[float] = None) -> None:
+        if relaunch_seconds is None:
+            relaunch_seconds = DEFAULT_RELAUNCH_SECONDS
         if gpus_per_node is not None and gpus_per_node < 1:
             raise SeesawConfigError(f"--gpus-per-node = {gpus_per_node} must be >= 1.")
         if not relaunch_seconds >= 0:
@@ -194,7 +222,8 @@ class LayoutSearch:
         return costs
 
     def _staged_ranks(self, costs, options: List[int]) -> Optional[List[int]]:
-        """Rank count per phase minimising time plus relaunches (never shrinking)."""
+        """Rank count per phase minimising time plus relaunches (never shrinking), starting
+        on ``options[0]``."""
         inf = float("inf")
         best = {r: (costs[0][1].get(r, inf) if r == options[0] else inf, [r]) for r in options}
         for _, by_ranks in costs[1:]:
@@ -248,17 +277,26 @@ class LayoutSearch:
         if grow_to:
             options = [r for r in range(start_ranks, grow_to + 1, start_ranks)
                        if multiple % r == 0 and self._rank_allowed(r)]
-        phases, ranks_floor = [], start_ranks
+        laid = []  # (phase, steps, {ranks: layout})
         for phase, steps in zip(plan.phases, plan.steps_per_phase()):
             if steps == 0:
                 continue
-            layout = best_layout(phase.global_batch, self.throughput,
-                                 [r for r in options if r >= ranks_floor], min_per_rank)
-            if layout is None:
-                return None
-            ranks_floor = layout.ranks
-            phases.append(PhaseLayout(phase.start_tokens, phase.end_tokens,
-                                      phase.global_batch, steps, layout))
+            by_ranks = {}
+            for ranks in options:
+                layout = best_layout(phase.global_batch, self.throughput, [ranks], min_per_rank)
+                if layout is not None:
+                    by_ranks[ranks] = layout
+            laid.append((phase, steps, by_ranks))
+        if not laid:
+            return None
+        path = self._staged_ranks(
+            [(phase, {r: steps * layout.step_seconds for r, layout in by_ranks.items()})
+             for phase, steps, by_ranks in laid], options)
+        if path is None:
+            return None
+        phases = [PhaseLayout(phase.start_tokens, phase.end_tokens, phase.global_batch, steps,
+                              by_ranks[ranks])
+                  for (phase, steps, by_ranks), ranks in zip(laid, path)]
         return Projection(plan, multiple, tuple(phases), self.relaunch_seconds)
 
     def _fastest(self, kind: str, ranks: int, max_ranks: Optional[int]) -> Optional[Projection]:
@@ -284,10 +322,17 @@ class LayoutSearch:
                 if candidate is not None and (best is None or
                                               candidate.seconds < best.seconds * (1 - 1e-12)):
                     best = candidate
-        if kind == "plan" and max_ranks is not None and best is not None:
-            staged = self._lay_out_staged(best.start_ranks, max_ranks)
-            if staged is not None and staged.seconds < best.seconds * (1 - 1e-12):
-                best = staged
+        if kind == "plan" and max_ranks is not None:
+            fixed = self._fastest(kind, ranks, None)  # never grow if growing does not pay
+            starts = {p.start_ranks for p in (best, fixed) if p is not None}
+            for start in sorted(starts):
+                staged = self._lay_out_staged(start, max_ranks)
+                if staged is not None and (best is None or
+                                           staged.seconds < best.seconds * (1 - 1e-12)):
+                    best = staged
+            if fixed is not None and (best is None or
+                                      fixed.seconds <= best.seconds * (1 + 1e-12)):
+                best = fixed
         return best
 
     # ---- the answer -------------------------------------------------------------------------
@@ -302,13 +347,19 @@ class LayoutSearch:
                 f"--max-ranks = {max_ranks!r} must be a whole number >= --ranks ({ranks}).")
         seesaw = self._fastest("plan", ranks, max_ranks)
         baseline = self._fastest("baseline", ranks, None)
-        if seesaw is None or baseline is None:
+        fixed = self._fastest("plan", ranks, None) if max_ranks is not None else seesaw
+        if seesaw is None or baseline is None or fixed is None:
             raise SeesawConfigError(
                 f"no layout realises the plan's batches on <= {ranks} ranks with micro-batches "
                 f"up to {self.throughput.max_micro_batch}: list larger micro-batch sizes in "
                 "the throughput file or change --ranks."
             )
-        return WallClockPlan(ranks, max_ranks, seesaw, baseline)
+        largest = {}
+        if max_ranks is not None:
+            largest = {"seesaw_at_max": self._fastest("plan", max_ranks, None),
+                       "baseline_at_max": self._fastest("baseline", max_ranks, None)}
+        return WallClockPlan(ranks, max_ranks, seesaw, baseline, fixed,
+                             largest.get("seesaw_at_max"), largest.get("baseline_at_max"))
 
 
 @dataclass(frozen=True)
@@ -317,12 +368,43 @@ class WallClockPlan:
 
     ranks: int
     max_ranks: Optional[int]
-    seesaw: Projection
-    baseline: Projection
+    seesaw: Projection  # the chosen layout: a chain with max_ranks, else fixed
+    baseline: Projection  # cosine (constant batch) on at most ``ranks``
+    seesaw_fixed: Optional[Projection] = None  # Seesaw on at most ``ranks``, no relaunch
+    seesaw_at_max: Optional[Projection] = None  # both on at most ``max_ranks``, fixed
+    baseline_at_max: Optional[Projection] = None
 
     @property
     def ratio(self) -> float:
+        """The chosen Seesaw layout's time over cosine's at ``ranks``."""
         return self.seesaw.seconds / self.baseline.seconds
+
+    @property
+    def equal_resource_ratio(self) -> float:
+        """Seesaw over cosine on the same fixed allocation (``ranks``): the headline."""
+        return (self.seesaw_fixed or self.seesaw).seconds / self.baseline.seconds
+
+    def comparisons(self) -> List[Dict[str, object]]:
+        """Rows side by side: label, ranks used, hours, GPU-hours, jobs."""
+        rows = []
+
+        def add(label: str, projection: Optional[Projection]) -> None:
+            if projection is not None:
+                rows.append({"label": label, "start_ranks": projection.start_ranks,
+                             "max_ranks": projection.max_ranks,
+                             "jobs": len(projection.stages()),
+                             "seconds": projection.seconds,
+                             "gpu_hours": projection.gpu_seconds / 3600,
+                             "relaunch_seconds": (projection.relaunch_seconds
+                                                  if len(projection.stages()) > 1 else 0.0)})
+
+        add(f"seesaw, fixed {self.ranks}", self.seesaw_fixed or self.seesaw)
+        add(f"cosine, fixed {self.ranks}", self.baseline)
+        if self.max_ranks is not None:
+            add(f"seesaw, fixed {self.max_ranks}", self.seesaw_at_max)
+            add(f"cosine, fixed {self.max_ranks}", self.baseline_at_max)
+            add(f"seesaw, chain {self.ranks} -> <= {self.max_ranks}", self.seesaw)
+        return rows
 
     def to_dict(self) -> dict:
         """JSON-ready; the keys are part of the command-line interface."""
@@ -354,6 +436,10 @@ class WallClockPlan:
             "projected_seconds": self.seesaw.seconds,
             "baseline_projected_seconds": self.baseline.seconds,
             "time_ratio": self.ratio,
+            "equal_resource_time_ratio": self.equal_resource_ratio,
+            "gpu_hours": self.seesaw.gpu_seconds / 3600,
+            "baseline_gpu_hours": self.baseline.gpu_seconds / 3600,
+            "comparisons": self.comparisons(),
             "optimizer_steps": self.seesaw.steps,
             "baseline_optimizer_steps": self.baseline.steps,
             "baseline": {"ranks": base.ranks, "micro_batch": base.micro_batch,
@@ -366,7 +452,7 @@ class WallClockPlan:
 
 def project_wallclock(plan: Plan, throughput: Throughput, ranks: int,
                       max_ranks: Optional[int] = None, gpus_per_node: Optional[int] = None,
-                      relaunch_seconds: float = 0.0) -> WallClockPlan:
+                      relaunch_seconds: Optional[float] = None) -> WallClockPlan:
     """Functional spelling of ``LayoutSearch(plan, throughput, gpus_per_node,
     relaunch_seconds).project(ranks, max_ranks)``."""
     return LayoutSearch(plan, throughput, gpus_per_node, relaunch_seconds).project(

@@ -3,7 +3,9 @@
 The layout and the time come from :mod:`seesaw_ds.layout` (pure); this module only formats
 a :class:`~seesaw_ds.layout.WallClockPlan`: one row per phase (tokens, batch, ranks,
 micro-batch, GAS, step seconds, phase hours) and the totals against the constant-batch
-baseline laid out by the same rules.
+baseline laid out by the same rules; above it, the comparisons side by side (Seesaw and
+cosine on the same fixed allocation first: the headline; then both on the largest
+allocation allowed, and the growing chain with its relaunch cost), time and GPU-hours.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import List
 from seesaw_ds.layout import WallClockPlan
 from seesaw_ds.report.table import format_tokens
 
-__all__ = ["format_wallclock_table"]
+__all__ = ["format_wallclock_table", "format_comparisons"]
 
 
 def _rows_to_text(header, rows) -> List[str]:
@@ -25,8 +27,29 @@ def _rows_to_text(header, rows) -> List[str]:
     return lines
 
 
+def format_comparisons(data: dict) -> List[str]:
+    """The side-by-side rows of ``WallClockPlan.to_dict()['comparisons']``."""
+    header = ("run", "ranks used", "jobs", "hours", "GPU-hours")
+    rows = []
+    for row in data["comparisons"]:
+        used = (f"{row['start_ranks']}" if row["start_ranks"] == row["max_ranks"]
+                else f"{row['start_ranks']} -> {row['max_ranks']}")
+        jobs = str(row["jobs"]) + (f" (+{row['relaunch_seconds']:g} s each)"
+                                   if row["jobs"] > 1 else "")
+        rows.append((row["label"], used, jobs, f"{row['seconds'] / 3600:.3f}",
+                     f"{row['gpu_hours']:.2f}"))
+    lines = _rows_to_text(header, rows)
+    lines.append(
+        f"headline (same fixed allocation, {data['ranks']} ranks): Seesaw / cosine time "
+        f"{data['equal_resource_time_ratio']:.3f}")
+    lines.append("(ranks used: a fixed layout uses the largest rank count <= the allocation "
+                 "that divides the initial batch and fits the per-rank micro-batches)")
+    return lines
+
+
 def format_wallclock_table(projection: WallClockPlan) -> str:
-    """Phase table with ranks, layout and time; totals and the ratio to the baseline."""
+    """Comparisons, then the phase table with ranks, layout and time of the chosen layout;
+    totals and the ratio to the baseline."""
     data = projection.to_dict()
     header = ("phase", "start", "end", "batch", "ranks", "micro", "GAS", "lr start", "steps",
               "step s", "hours")
@@ -38,7 +61,7 @@ def format_wallclock_table(projection: WallClockPlan) -> str:
             str(phase["grad_accum"]), f"{phase['lr_start']:.3e}", str(phase["steps"]),
             f"{phase['step_seconds']:.4f}", f"{phase['seconds'] / 3600:.3f}",
         ))
-    lines = _rows_to_text(header, rows)
+    lines = format_comparisons(data) + ["", "chosen layout:"] + _rows_to_text(header, rows)
     base = data["baseline"]
     ranks = f"{data['ranks']} ranks" + (
         f", growing to <= {data['max_ranks']}" if data["max_ranks"] else "")
@@ -61,8 +84,9 @@ def format_wallclock_table(projection: WallClockPlan) -> str:
         f"baseline (constant batch {data['initial_batch']}): {base['ranks']} ranks x micro "
         f"{base['micro_batch']} x GAS {base['grad_accum']}, {base['step_seconds']:.4f} s/step, "
         f"{base['steps']} steps",
-        f"projected: {data['projected_seconds'] / 3600:.3f} h ({data['optimizer_steps']} steps) "
-        f"vs baseline {data['baseline_projected_seconds'] / 3600:.3f} h -> time ratio "
-        f"{data['time_ratio']:.3f}",
+        f"projected: {data['projected_seconds'] / 3600:.3f} h ({data['optimizer_steps']} steps, "
+        f"{data['gpu_hours']:.2f} GPU-h) vs baseline "
+        f"{data['baseline_projected_seconds'] / 3600:.3f} h ({data['baseline_gpu_hours']:.2f} "
+        f"GPU-h) -> time ratio {data['time_ratio']:.3f}",
     ]
     return "\n".join(lines)

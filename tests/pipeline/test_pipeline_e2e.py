@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from seesaw_ds.config import load_config_file, plan_from_ds_config
-from seesaw_ds.data.testing import TINY_SPLIT, TINY_VOCAB, make_tiny_prepared
+from seesaw_ds.data.testing import TINY_MAX_BYTES, TINY_SPLIT, TINY_VOCAB, make_tiny_prepared
 
 SEQ = 64
 
@@ -31,7 +31,7 @@ def setup(tmp_path_factory):
     run_config.write_text(
         "model: {shape: micro}\n"
         f"data: {{prepared_dir: {prepared.out_dir}, vocab_size: {TINY_VOCAB}, "
-        f"split: '{TINY_SPLIT}'}}\n"
+        f"max_bytes: {TINY_MAX_BYTES}, split: '{TINY_SPLIT}'}}\n"
         "eval: {interval_tokens: 16384, batches: 2, batch_size: 8}\n"
         "checkpoint: {interval_tokens: 32768}\n"
         "seed: 3\n")
