@@ -215,6 +215,18 @@ def measure(run_config_path: str, ds_config_path: str, out_dir: str, batches: Se
         raise SeesawConfigError(
             f"cbs: no checkpoint in {run.checkpoint_dir} (up to --max-tokens): train the base "
             "run with checkpoint.interval_tokens set in its run config.")
+    from seesaw_ds.config import plan_from_ds_config
+
+    total = plan_from_ds_config(base_ds, nproc).total_tokens
+    late = [c for c in checkpoints if c.tokens + aligned > total]
+    if late:
+        log(f"cbs: leaving out {', '.join(c.tag for c in late)}: a branch of {aligned:,} "
+            f"tokens would pass the run's {int(total):,}")
+    checkpoints = [c for c in checkpoints if c not in late]
+    if not checkpoints:
+        raise SeesawConfigError(
+            f"cbs: no checkpoint leaves room for a branch of {aligned:,} tokens before the "
+            f"run's seesaw.total_tokens {int(total):,}: lower --branch-tokens.")
     sets = [plan_branches(base_ds, c, batches, aligned, nproc) for c in checkpoints]
     log(f"cbs: {len(sets)} checkpoints x {len(batches)} batches, {aligned:,} tokens each")
     rows = []
