@@ -19,7 +19,7 @@ import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from seesaw_ds.atomic_files import write_json_atomic
 from seesaw_ds.cbs.branching import branch_ds_config, branch_lr, critical_batch
@@ -81,10 +81,29 @@ def branch_tokens_aligned(branch_tokens: float, batches: Sequence[int], seq_leng
     return max(1, math.ceil(branch_tokens / unit)) * unit
 
 
+def base_setting_after(steps_csv: str, tokens: int) -> Optional[Tuple[float, int]]:
+    """``(lr, global_batch)`` of the base run's step that started at ``tokens`` (its
+    ``steps.csv``: what it really used, online decisions included), or None if not logged."""
+    import csv
+
+    if not os.path.isfile(steps_csv):
+        return None
+    previous = None
+    with open(steps_csv, encoding="utf-8") as handle:
+        for row in csv.DictReader(handle):
+            if previous is not None and int(previous["tokens"]) == tokens:
+                return float(row["lr"]), int(row["global_batch"])
+            previous = row
+    return None
+
+
 def plan_branches(base_ds: dict, checkpoint: Checkpoint, batches: Sequence[int],
-                  branch_tokens: int, dp_size: int) -> BranchSet:
+                  branch_tokens: int, dp_size: int,
+                  used: Optional[Tuple[float, int]] = None) -> BranchSet:
     """Each batch's branch config from ``checkpoint``; a batch the layout cannot run (or a
-    branch past the base's token budget) is refused with one line, before any training."""
+    branch past the base's token budget) is refused with one line, before any training.
+    ``used``: the base's ``(lr, batch)`` after the checkpoint as logged (an adaptive or
+    guarded run's online decisions are not in its config's plan); default the plan's."""
     from seesaw_ds.config import plan_from_ds_config
 
     base_plan = plan_from_ds_config(base_ds, dp_size)
@@ -96,9 +115,10 @@ def plan_branches(base_ds: dict, checkpoint: Checkpoint, batches: Sequence[int],
             f"{stop:,} tokens, past the run's seesaw.total_tokens {int(total):,}: lower "
             "--branch-tokens or leave that checkpoint out (--max-tokens).")
     setting = base_plan.at_tokens(checkpoint.tokens)
+    lr_ckpt, batch_ckpt = used if used is not None else (setting.lr, setting.global_batch)
     lrs, configs = {}, {}
     for batch in batches:
-        lr = branch_lr(setting.lr, setting.global_batch, batch)
+        lr = branch_lr(lr_ckpt, batch_ckpt, batch)
         unit = branch_ds_config(base_ds, batch, 1.0)  # the LR shape at peak 1
         try:
             shape = plan_from_ds_config(unit, dp_size).at_tokens(checkpoint.tokens).lr
@@ -106,7 +126,7 @@ def plan_branches(base_ds: dict, checkpoint: Checkpoint, batches: Sequence[int],
             raise SeesawConfigError(f"cbs: a branch at batch {batch} cannot run: {error}")
         lrs[batch] = lr
         configs[batch] = branch_ds_config(base_ds, batch, lr / shape)
-    return BranchSet(checkpoint, setting.lr, setting.global_batch, stop, lrs, configs)
+    return BranchSet(checkpoint, lr_ckpt, batch_ckpt, stop, lrs, configs)
 
 
 def _branch_run_config(base_run: dict, folder: str) -> dict:
@@ -227,7 +247,9 @@ def measure(run_config_path: str, ds_config_path: str, out_dir: str, batches: Se
         raise SeesawConfigError(
             f"cbs: no checkpoint leaves room for a branch of {aligned:,} tokens before the "
             f"run's seesaw.total_tokens {int(total):,}: lower --branch-tokens.")
-    sets = [plan_branches(base_ds, c, batches, aligned, nproc) for c in checkpoints]
+    steps_csv = os.path.join(run.output_dir, "steps.csv")
+    sets = [plan_branches(base_ds, c, batches, aligned, nproc,
+                          base_setting_after(steps_csv, c.tokens)) for c in checkpoints]
     log(f"cbs: {len(sets)} checkpoints x {len(batches)} batches, {aligned:,} tokens each")
     rows = []
     for branches in sets:

@@ -109,3 +109,19 @@ def test_power_law_fit_recovers_exact_curve():
     flat = fit_power_law([(5e4, 16), (5e4, 64)])
     assert flat.b == 0.0 and flat.a == pytest.approx(32.0)
     assert PowerLaw.from_dict(fit.to_dict()) == fit
+
+
+def test_the_logged_setting_after_a_checkpoint_wins_over_the_plan(tmp_path):
+    from seesaw_ds.cbs.measure import base_setting_after
+
+    steps = tmp_path / "steps.csv"
+    steps.write_text("step,tokens,lr,global_batch,micro_batch,grad_accum,train_loss\n"
+                     "1,512,0.001,8,2,4,5.0\n2,1536,0.002,16,2,8,4.9\n")
+    assert base_setting_after(str(steps), 512) == (0.002, 16)
+    assert base_setting_after(str(steps), 1536) is None
+    assert base_setting_after(str(tmp_path / "none.csv"), 512) is None
+    branches = plan_branches(_base(), Checkpoint("global_step1", 50_000), [8, 32], 4096, 1,
+                             used=(0.002, 16))
+    assert (branches.lr_ckpt, branches.batch_ckpt) == (0.002, 16)
+    assert branches.lrs == {8: pytest.approx(0.002 / math.sqrt(2)),
+                            32: pytest.approx(0.002 * math.sqrt(2))}
