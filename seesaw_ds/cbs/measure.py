@@ -268,8 +268,7 @@ def measure(run_config_path: str, ds_config_path: str, out_dir: str, batches: Se
                      "critical_batch": decision.batch, "censored": decision.censored,
                      "threshold": decision.threshold})
     fit = fit_power_law([(row["tokens"], row["critical_batch"]) for row in rows])
-    record = {"base_run_config": os.path.abspath(run_config_path),
-              "base_ds_config": os.path.abspath(ds_config_path),
+    record = {"base_run_config": run_config_path, "base_ds_config": ds_config_path,
               "branch_tokens": aligned, "batches": list(batches), "tolerance": tolerance,
               "lr_rule": "lr_ckpt * sqrt(B / B_ckpt)", "checkpoints": rows,
               "fit": fit.to_dict()}
