@@ -157,7 +157,7 @@ def _final_loss(folder: str, stop_tokens: int) -> Optional[dict]:
         return None
     with open(path, encoding="utf-8") as handle:
         curve = json.load(handle)
-    if not curve or curve[-1]["tokens"] < stop_tokens:
+    if not curve or curve[-1]["tokens"] != stop_tokens:  # another budget: train it again
         return None
     return curve[-1]
 

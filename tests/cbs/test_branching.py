@@ -125,3 +125,21 @@ def test_the_logged_setting_after_a_checkpoint_wins_over_the_plan(tmp_path):
     assert (branches.lr_ckpt, branches.batch_ckpt) == (0.002, 16)
     assert branches.lrs == {8: pytest.approx(0.002 / math.sqrt(2)),
                             32: pytest.approx(0.002 * math.sqrt(2))}
+
+
+def test_cbs_cli_refuses_a_run_without_checkpoints_in_one_line(tmp_path, capsys):
+    import json
+
+    from seesaw_ds.cli.main import main
+
+    run, ds = tmp_path / "run.json", tmp_path / "ds.json"
+    run.write_text(json.dumps({"model": {"shape": "micro"}, "output_dir": str(tmp_path / "o")}))
+    ds.write_text(json.dumps(_base()))
+    args = ["cbs", "--run-config", str(run), "--deepspeed_config", str(ds), "--out",
+            str(tmp_path / "cbs"), "--branch-tokens", "4096"]
+    assert main(args + ["--batches", "8,16"]) == 2
+    assert "cbs: no checkpoint in" in capsys.readouterr().err
+    assert main(args + ["--batches", "8"]) == 2
+    assert "--batches" in capsys.readouterr().err
+    assert main(args + ["--batches", "8,16", "--tolerance", "2"]) == 2
+    assert "--tolerance" in capsys.readouterr().err
