@@ -38,10 +38,10 @@ def _spike():
     return 4, (1 + 1000 / 4), 8, (1 + 1000 / 8)
 
 
-def _run(policy, ladder, rng, steps=120, spike_at=12, probe_every=4):
+def _run(policy, ladder, rng, steps=120, spike_at=12, probe_every=4, start=1.2e6):
     """Steps of 8 x 128 tokens from 1.2M tokens (past warmup), a measurement every
     ``probe_every`` steps, one of them a spike; the floor after every step."""
-    floors, tokens = [], 1.2e6
+    floors, tokens = [], start
     for step in range(steps):
         if step % probe_every == 0:
             policy.observe(*(_spike() if step == spike_at * probe_every else
@@ -153,3 +153,17 @@ def test_confidence_is_parsed_and_checked():
     assert parse_seesaw_section(default).build_batch_schedule().confidence is None
     with pytest.raises(SeesawConfigError, match="seesaw.adaptive.confidence"):
         parse_seesaw_section(dict(section, adaptive={"confidence": 1.5}))
+
+
+def test_the_confidence_policy_state_round_trips_exactly():
+    ladder = _ladder(confidence=0.9)
+    policy, rng = AdaptiveGrowth(ladder.batch_schedule), random.Random(2)
+    _run(policy, ladder, rng, steps=200)
+    copy = AdaptiveGrowth(ladder.batch_schedule)
+    copy.load_state_dict(policy.state_dict())
+    assert copy.state_dict() == policy.state_dict()
+    assert copy.limits == policy.limits
+    rng_a, rng_b = random.Random(9), random.Random(9)
+    later = 1.2e6 + 200 * 1024
+    assert (_run(copy, ladder, rng_a, steps=40, spike_at=-1, start=later)
+            == _run(policy, ladder, rng_b, steps=40, spike_at=-1, start=later))
