@@ -9,7 +9,9 @@ sizes give two equations, solved for the unbiased pieces (McCandlish et al., 201
 
 Each piece is noisy, so both are smoothed with an exponential moving average before their
 ratio is taken: ``B_simple = tr(Sigma) / |G|^2`` (McCandlish et al., 2018, eq. 2.3), the
-"simple" noise scale that ignores the Hessian.
+"simple" noise scale that ignores the Hessian. A measurement with a non-finite norm (an fp16
+overflow step, a NaN loss) is skipped and counted, never folded into the averages. Pure
+Python: callers pass floats (already all-reduced, so every rank agrees).
 
 Uncertainty (:meth:`GradientNoiseScale.interval`): the EMAs also keep the second moments of
 the two pieces, so the variance of each smoothed piece is the spread of the measurements
@@ -17,9 +19,8 @@ times the EMA's effective weight ``sum w_i^2 / (sum w_i)^2``; the delta method g
 variance of ``log B_simple`` from those (covariance included), and the interval is
 ``B_simple x exp(-+ z sd)``. With two batch sizes close together (micro 4 vs global 8) the
 pieces are noisy and the interval is wide; a decision that waits for its lower bound does
-not chase a spike. A measurement with a non-finite norm (an fp16
-overflow step, a NaN loss) is skipped and counted, never folded into the averages. Pure
-Python: callers pass floats (already all-reduced, so every rank agrees).
+not chase a spike. (The interval treats measurements as independent; successive probes
+see different samples, but the true value drifts as training goes on.)
 """
 
 from __future__ import annotations
