@@ -69,6 +69,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--stop-at-tokens", default=None,
                         help="checkpoint and stop at the first step boundary at or past this "
                         "many tokens (e.g. a phase start: grow the job from there)")
+    parser.add_argument("--eval-at-stop", action="store_true",
+                        help="with --stop-at-tokens: evaluate at the stop too (the branches "
+                        "of `seesaw-ds cbs` read that point)")
     parser.add_argument("--force-prepare", action="store_true",
                         help="rebuild data.prepared_dir even when it was prepared with other "
                         "options or inputs (otherwise refused)")
@@ -508,7 +511,7 @@ class _Session:
             self.progress.close()
         stopped = self.state.pop("stopped_at_tokens", None)
         if (self.recorder.curve and self.recorder.curve[-1]["step"] != self.hook.step
-                and stopped is None):
+                and (stopped is None or self.args.eval_at_stop)):
             self.evaluate()  # a planned stop keeps the curve of an uninterrupted run
         self.save()
         if rank() == 0:

@@ -12,14 +12,23 @@ ratio is taken: ``B_simple = tr(Sigma) / |G|^2`` (McCandlish et al., 2018, eq. 2
 "simple" noise scale that ignores the Hessian. A measurement with a non-finite norm (an fp16
 overflow step, a NaN loss) is skipped and counted, never folded into the averages. Pure
 Python: callers pass floats (already all-reduced, so every rank agrees).
+
+Uncertainty (:meth:`GradientNoiseScale.interval`): the EMAs also keep the second moments of
+the two pieces, so the variance of each smoothed piece is the spread of the measurements
+times the EMA's effective weight ``sum w_i^2 / (sum w_i)^2``; the delta method gives the
+variance of ``log B_simple`` from those (covariance included), and the interval is
+``B_simple x exp(-+ z sd)``. With two batch sizes close together (micro 4 vs global 8) the
+pieces are noisy and the interval is wide; a decision that waits for its lower bound does
+not chase a spike. (The interval treats measurements as independent; successive probes
+see different samples, but the true value drifts as training goes on.)
 """
 
 from __future__ import annotations
 
 import math
-
 from dataclasses import dataclass
-from typing import Optional
+from statistics import NormalDist
+from typing import Optional, Tuple
 
 __all__ = ["GradientNoiseScale", "NoiseScaleEstimate"]
 
@@ -53,6 +62,11 @@ class GradientNoiseScale:
         self._grad_sq = 0.0
         self._trace = 0.0
         self._weight = 0.0
+        # second moments (same EMA) and the sum of squared weights, for :meth:`interval`
+        self._grad_sq2 = 0.0
+        self._trace2 = 0.0
+        self._cross = 0.0
+        self._weight_sq = 0.0
         self.samples = 0
         self.skipped = 0
 
@@ -75,6 +89,10 @@ class GradientNoiseScale:
         self._grad_sq = decay * self._grad_sq + (1 - decay) * grad_sq
         self._trace = decay * self._trace + (1 - decay) * trace
         self._weight = decay * self._weight + (1 - decay)
+        self._grad_sq2 = decay * self._grad_sq2 + (1 - decay) * grad_sq * grad_sq
+        self._trace2 = decay * self._trace2 + (1 - decay) * trace * trace
+        self._cross = decay * self._cross + (1 - decay) * grad_sq * trace
+        self._weight_sq = decay * decay * self._weight_sq + (1 - decay) ** 2
         self.samples += 1
         return self.estimate()
 
@@ -86,10 +104,37 @@ class GradientNoiseScale:
         ratio = trace / grad_sq if grad_sq > 0 and trace > 0 else None
         return NoiseScaleEstimate(grad_sq, trace, ratio, self.samples, self.skipped)
 
+    def interval(self, confidence: float) -> Optional[Tuple[float, float]]:
+        """A two-sided ``confidence`` interval ``(lower, upper)`` of ``B_simple``, or None
+        while it is undefined (no estimate yet, fewer than two measurements, or a piece whose
+        smoothed value is not positive). Delta method on ``log B_simple`` with the EMA's
+        weighted spread (unbiased for the weights), so the interval narrows as measurements
+        agree and as the EMA averages more of them."""
+        if not 0.0 < confidence < 1.0:
+            raise ValueError(f"confidence = {confidence} must lie in (0, 1)")
+        ratio = self.estimate().b_simple
+        if ratio is None or self.samples < 2 or self._weight_sq <= 0:
+            return None
+        w = self._weight
+        share = self._weight_sq / (w * w)  # sum w_i^2 / (sum w_i)^2 of the EMA
+        if share >= 1.0:
+            return None
+        g, t = self._grad_sq / w, self._trace / w
+        # weighted (co)variances of single measurements, bias-corrected for the weights
+        var_g = max(self._grad_sq2 / w - g * g, 0.0) / (1.0 - share)
+        var_t = max(self._trace2 / w - t * t, 0.0) / (1.0 - share)
+        cov = (self._cross / w - g * t) / (1.0 - share)
+        # variance of log(t_bar / g_bar), t_bar and g_bar the smoothed pieces
+        var_log = share * (var_t / (t * t) + var_g / (g * g) - 2.0 * cov / (g * t))
+        sd = math.sqrt(max(var_log, 0.0))
+        z = NormalDist().inv_cdf(0.5 + confidence / 2.0)
+        return ratio * math.exp(-z * sd), ratio * math.exp(z * sd)
+
     def state_dict(self) -> dict:
         return {"grad_sq": self._grad_sq, "trace": self._trace, "weight": self._weight,
                 "samples": self.samples, "skipped": self.skipped,
-                "ema_decay": self.ema_decay}
+                "ema_decay": self.ema_decay, "grad_sq2": self._grad_sq2,
+                "trace2": self._trace2, "cross": self._cross, "weight_sq": self._weight_sq}
 
     def load_state_dict(self, state: dict) -> None:
         self._grad_sq = float(state["grad_sq"])
@@ -97,3 +142,13 @@ class GradientNoiseScale:
         self._weight = float(state["weight"])
         self.samples = int(state["samples"])
         self.skipped = int(state.get("skipped", 0))
+        if "weight_sq" in state:
+            self._grad_sq2 = float(state["grad_sq2"])
+            self._trace2 = float(state["trace2"])
+            self._cross = float(state["cross"])
+            self._weight_sq = float(state["weight_sq"])
+        else:  # a checkpoint from before the interval: its history counts as one measurement
+            w = self._weight
+            g, t = (self._grad_sq / w, self._trace / w) if w else (0.0, 0.0)
+            self._grad_sq2, self._trace2, self._cross = w * g * g, w * t * t, w * g * t
+            self._weight_sq = w * w

@@ -248,7 +248,11 @@ class GuardDriver:
 
     def summary(self) -> dict:
         estimate = self.guard.estimator.estimate()
-        return {"b_simple": estimate.b_simple, "measurements": estimate.samples,
-                "skipped_measurements": estimate.skipped, "held_at": self.guard.held_at,
-                "limits": [limit.to_list() for limit in self.guard.limits],
-                "decisions": self.decisions}
+        summary = {"b_simple": estimate.b_simple, "measurements": estimate.samples,
+                   "skipped_measurements": estimate.skipped, "held_at": self.guard.held_at,
+                   "limits": [limit.to_list() for limit in self.guard.limits],
+                   "decisions": self.decisions}
+        confidence = getattr(getattr(self.guard, "schedule", None), "confidence", None)
+        if confidence is not None:  # adaptive.confidence: the interval the rule judged
+            summary["b_simple_interval"] = self.guard.estimator.interval(confidence)
+        return summary

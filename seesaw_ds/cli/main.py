@@ -17,7 +17,7 @@ from seesaw_ds.errors import SeesawConfigError
 __all__ = ["main", "build_parser", "installed_version"]
 
 _SUBCOMMANDS = ("plan_cmd", "calibrate_cmd", "prepare_cmd", "train_cmd", "universal_cmd",
-                "configs_cmd")
+                "configs_cmd", "cbs_cmd")
 
 
 def installed_version() -> str:

@@ -56,6 +56,13 @@ def add_parser(subparsers) -> None:
                         "(start-up, checkpoint save, conversion and load; a queue wait is "
                         "extra); the search weighs it (default: 300, see docs/wallclock.md)")
     output = parser.add_mutually_exclusive_group()
+    parser.add_argument("--cbs-curve", metavar="CBS.json", default=None,
+                        help="plan the batch offline below the critical-batch curve fitted "
+                        "by `seesaw-ds cbs` (a step schedule, lr / sqrt(B) on the base path)")
+    parser.add_argument("--cbs-safety", type=float, default=1.0,
+                        help="with --cbs-curve: stay below this fraction of the curve (1.0)")
+    parser.add_argument("--cbs-growth", type=float, default=2.0,
+                        help="with --cbs-curve: rung growth factor (2.0)")
     output.add_argument("--json", action="store_true", help="print a JSON summary instead")
     output.add_argument("--megatron", action="store_true",
                         help="print the Megatron --step-batch-size-schedule string instead")
@@ -113,6 +120,30 @@ def _run_wallclock(args: argparse.Namespace, config: dict) -> int:
     return 0
 
 
+def _planned_from_curve(args: argparse.Namespace, config: dict, dp_size: int) -> dict:
+    """The config with a step schedule planned below the curve of a ``seesaw-ds cbs`` JSON;
+    its ``batch_steps`` printed first, to paste into a config."""
+    from seesaw_ds.cbs.fit import PowerLaw
+    from seesaw_ds.cbs.planned import planned_ds_config
+
+    if not args.cbs_safety > 0 or not args.cbs_growth > 1:
+        raise SeesawConfigError("--cbs-safety must be > 0 and --cbs-growth > 1.")
+    try:
+        with open(args.cbs_curve, encoding="utf-8") as handle:
+            curve = PowerLaw.from_dict(json.load(handle)["fit"])
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise SeesawConfigError(f"--cbs-curve {args.cbs_curve}: not a `seesaw-ds cbs` JSON "
+                                f"with a fit ({error}).")
+    config = planned_ds_config(config, curve, dp_size, args.cbs_growth, args.cbs_safety)
+    section = config["seesaw"]
+    if not args.json and not args.megatron:
+        print(f"planned below {args.cbs_safety:g} x B*(t) = {curve.a:.4g} x t^{curve.b:.3f}: "
+              f"\"batch_schedule\": \"{section['batch_schedule']}\""
+              + (f", \"batch_steps\": {json.dumps(section['batch_steps'])}, "
+                 "\"lr_scaling\": \"sqrt\"" if "batch_steps" in section else ""))
+    return config
+
+
 def run(args: argparse.Namespace) -> int:
     config = load_config_file(args.config)
     if args.throughput:
@@ -123,6 +154,8 @@ def run(args: argparse.Namespace) -> int:
     if dp_size is not None and dp_size < 1:
         raise SeesawConfigError(f"--dp-size = {dp_size} must be >= 1.")
     dp_size = dp_size or _default_dp_size(config)
+    if args.cbs_curve:
+        config = _planned_from_curve(args, config, dp_size)
     peak_lr = _peak_lr(config, args.peak_lr)
     section = seesaw_section_of(config)
     # checks the batch triple (or a chain stage)

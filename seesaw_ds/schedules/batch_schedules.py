@@ -336,12 +336,18 @@ class AdaptiveBatch(SeesawBatch):
             was rarely reached).
         ema_decay / min_samples: the estimator's smoothing and the measurements needed
             before the first decision.
+        confidence: None (the default: the rule above, on the point estimate, as the
+            frontier records ran) or a two-sided level such as 0.9: grow only while the
+            next rung is <= ``safety_factor x`` the interval's lower bound (at most one rung
+            per new measurement), and release a floor while it is above ``safety_factor x``
+            the upper bound (``seesaw_ds.cbs.adaptive``).
     """
 
     safety_factor: float = 0.25
     lr_ceiling: float = 2.0
     ema_decay: float = 0.9
     min_samples: int = 3
+    confidence: Optional[float] = None
 
     type_name: ClassVar[str] = "adaptive"
 
@@ -352,6 +358,8 @@ class AdaptiveBatch(SeesawBatch):
             (1.0 <= self.lr_ceiling < math.inf, "adaptive.lr_ceiling", "a finite number >= 1"),
             (0.0 <= self.ema_decay < 1.0, "adaptive.ema_decay", "in [0, 1)"),
             (self.min_samples >= 1, "adaptive.min_samples", "an integer >= 1"),
+            (self.confidence is None or 0.5 <= self.confidence < 1.0, "adaptive.confidence",
+             "null or in [0.5, 1), e.g. 0.9"),
         ]
         for ok, name, expected in checks:
             if not ok:
