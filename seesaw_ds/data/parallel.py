@@ -5,14 +5,17 @@ Note:
     ``multiprocessing.Pool.imap`` would also keep the order, but its feeder thread consumes
     the input as fast as it can read it, so a reader faster than the workers queues the
     whole corpus in memory. Here at most ``window`` tasks (default ``4 * workers``) are
-    submitted and not yet collected. Workers are started with ``spawn`` (no fork of a
-    process that may hold threads, e.g. a trainer's process group) and hold ``func``
-    (pickled once, in the pool's initializer).
+    submitted and not yet collected. Workers are forked when this process runs one Python
+    thread, and spawned otherwise (no fork of a process holding threads, e.g. a trainer's
+    process group; spawning re-imports ``__main__``, so such a script needs the usual
+    ``if __name__ == "__main__"`` guard). They receive ``func`` once, in the pool's
+    initializer.
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import threading
 from collections import deque
 from typing import Callable, Iterable, Iterator, Optional, TypeVar
 
@@ -49,7 +52,9 @@ def ordered_map(func: Callable[[T], R], tasks: Iterable[T], workers: int,
         yield from map(func, tasks)
         return
     window = window or 4 * workers
-    context = multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context(
+        "fork" if threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods()
+        else "spawn")
     pool = context.Pool(workers, initializer=_init, initargs=(func,))
     try:
         pending: deque = deque()
