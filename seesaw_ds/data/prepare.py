@@ -64,6 +64,15 @@ class PreparedData:
     reused: bool = False
 
     @property
+    def blend(self):
+        """megatron-core's ``blend``: this folder's one prefix."""
+        return [self.data_prefix], None
+
+    @property
+    def where(self) -> str:
+        return self.out_dir
+
+    @property
     def manifest_path(self) -> str:
         return os.path.join(self.out_dir, MANIFEST_NAME)
 
