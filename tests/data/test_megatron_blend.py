@@ -84,3 +84,19 @@ def test_hf_tokenizer_is_local_only(tmp_path):
                        r"enizer' is not a tokenizer folder nor one in the local Hugging Face "
                        r"cache \(nothing is downloaded\)"):
         open_blend([str(tmp_path / "x")], None, "no-such-org/no-such-tokenizer", str(tmp_path))
+
+
+def test_a_local_hf_tokenizer_folder_gives_vocabulary_and_eod(tmp_path):
+    pytest.importorskip("transformers")
+    from tokenizers import Tokenizer, models
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {("<unk>" if i == 0 else "</s>" if i == EOD else f"w{i}"): i for i in range(512)}
+    fast = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel(
+        vocab, unk_token="<unk>")), unk_token="<unk>", eos_token="</s>")
+    fast.save_pretrained(tmp_path / "hf")
+    prefix = write_prefix(tmp_path / "a_text_document", A_IDS, documents=50)
+    blend = open_blend([prefix], None, str(tmp_path / "hf"), str(tmp_path / "cache"))
+    assert (blend.vocab_size, blend.eod) == (512, EOD)
+    train, _ = build_gpt_datasets(blend, 64, split="90,10,0")
+    assert len(train) > 50 and int(train[0]["tokens"].max()) < blend.vocab_size
