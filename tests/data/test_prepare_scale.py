@@ -182,3 +182,15 @@ def test_progress_lines_without_a_terminal():
 def test_bad_worker_count_is_refused(tmp_path):
     with pytest.raises(SeesawConfigError, match=r"workers = 0 must be a positive integer"):
         prepare(None, str(tmp_path), workers=0, **_QUIET)
+
+
+def test_the_tokenizer_sample_is_drawn_from_all_inputs_not_the_first_lines():
+    """With a sample of 200 lines out of 20,000, text that only the second half of the
+    corpus holds still shapes the tokenizer (sentencepiece's reservoir over every line)."""
+    from seesaw_ds.data.tokenizer import TokenizerTrainConfig, train_tokenizer
+
+    first = ["abc bca cab"] * 10_000
+    second = ["xyz zyx yzx"] * 10_000
+    tokenizer = train_tokenizer(first + second, TokenizerTrainConfig(
+        vocab_size=24, max_sentences=200, character_coverage=1.0))
+    assert 0 not in tokenizer.tokenize("xyz zyx")  # no unknown piece: x, y, z were sampled
