@@ -85,7 +85,7 @@ def check_split(
         if bounds is None:
             continue
         begin, end = (int(round(fraction * count)) for fraction in bounds)
-        tokens = int(numpy.sum(lengths[begin:end])) if end > begin else 0
+        tokens = int(numpy.sum(lengths[begin:end], dtype=numpy.int64)) if end > begin else 0
         if end <= begin or tokens < seq_length + 1:
             raise SeesawConfigError(
                 f"split = {split!r} leaves the {name} split {max(end - begin, 0)} of {count} "
