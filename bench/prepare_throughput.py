@@ -9,7 +9,8 @@ sentencepiece BPE model trained by ``prepare`` on a few MB of the same text (or
 ``--tokenizer-model``); Megatron reads it as ``GPTSentencePieceTokenizer`` (eod = ``</s>``,
 like ours). For each worker count both tools run as separate processes; we record wall
 seconds (process start to exit, imports included), tokens/s, tokens/s per worker, MB/s of
-input, the peak resident memory of the whole process tree (sampled every 50 ms; forked
+input, CPU seconds of the process tree (tokens per CPU second does not depend on how
+busy the machine is, wall rates do), the peak resident memory of the whole process tree (sampled every 50 ms; forked
 workers' shared pages count once per process) and whether the ``.bin``/``.idx`` files of
 all runs are byte-identical. A table goes to stdout and the record to
 ``bench/records/prepare_throughput.{json,md}``.
@@ -23,6 +24,7 @@ import json
 import os
 import platform
 import re
+import resource
 import subprocess
 import sys
 import tempfile
@@ -74,7 +76,15 @@ def _peak_tree_rss(process: psutil.Process, stop: threading.Event, peak: list) -
         time.sleep(0.05)
 
 
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def timed(command, env) -> dict:
+    """Wall seconds, CPU seconds of the whole process tree (workers are joined, so their
+    time reaches us) and the tree's peak resident memory."""
+    cpu = _children_cpu()
     started = time.perf_counter()
     proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, cwd=str(REPO))
@@ -88,7 +98,7 @@ def timed(command, env) -> dict:
     sampler.join()
     if proc.returncode != 0:
         raise SystemExit(f"{command[:4]} failed ({proc.returncode}):\n{output[-3000:]}")
-    return {"wall_s": wall, "peak_rss_mb": peak[0] / 2 ** 20}
+    return {"wall_s": wall, "cpu_s": _children_cpu() - cpu, "peak_rss_mb": peak[0] / 2 ** 20}
 
 
 def digest(prefix: str) -> dict:
@@ -165,6 +175,7 @@ def main() -> int:
                           tokens_per_s=tokens / result["wall_s"],
                           tokens_per_s_per_worker=tokens / result["wall_s"] / workers,
                           tokens_per_s_after_startup=tokens / max(result["wall_s"] - startup, 1e-9),
+                          tokens_per_cpu_s=tokens / result["cpu_s"],
                           mb_per_s=corpus["bytes"] / 1e6 / result["wall_s"],
                           sha256=digest(prefix))
             runs.append(result)
@@ -174,15 +185,16 @@ def main() -> int:
 
     identical = len({json.dumps(run["sha256"], sort_keys=True) for run in runs}) == 1
     rows = ["| tool | workers | wall s (startup s) | MB/s | tokens/s | tokens/s per worker | "
-            "tokens/s after startup | peak RSS (tree) | speed-up vs 1 worker |",
-            "|---|---|---|---|---|---|---|---|---|"]
+            "tokens/s after startup | CPU s (tree) | tokens per CPU s | peak RSS (tree) | "
+            "speed-up vs 1 worker |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for run in runs:
         base = next(r for r in runs if r["tool"] == run["tool"] and r["workers"] == min(args.workers))
         rows.append(f"| {run['tool']} | {run['workers']} | {run['wall_s']:.1f} "
                     f"({run['startup_s']:.1f}) | "
                     f"{run['mb_per_s']:.2f} | {run['tokens_per_s'] / 1e6:.3f}M | "
                     f"{run['tokens_per_s_per_worker'] / 1e6:.3f}M | "
-                    f"{run['tokens_per_s_after_startup'] / 1e6:.3f}M | {run['peak_rss_mb']:.0f} MB | "
+                    f"{run['tokens_per_s_after_startup'] / 1e6:.3f}M | {run['cpu_s']:.1f} | "
+                    f"{run['tokens_per_cpu_s'] / 1e6:.3f}M | {run['peak_rss_mb']:.0f} MB | "
                     f"{base['wall_s'] / run['wall_s']:.2f}x |")
     ratios = []
     for workers in args.workers:
@@ -191,7 +203,8 @@ def main() -> int:
         ratios.append(f"{workers} worker(s): ours/Megatron throughput "
                       f"{theirs['wall_s'] / ours['wall_s']:.2f}x (wall), "
                       f"{ours['tokens_per_s_after_startup'] / theirs['tokens_per_s_after_startup']:.2f}x "
-                      "(after startup), peak memory "
+                      f"(after startup), {ours['tokens_per_cpu_s'] / theirs['tokens_per_cpu_s']:.2f}x "
+                      "(tokens per CPU second), peak memory "
                       f"{ours['peak_rss_mb']:.0f} vs {theirs['peak_rss_mb']:.0f} MB")
     load = os.getloadavg()
     machine = (f"{platform.processor() or platform.machine()}, {psutil.cpu_count()} cores, "

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import struct
+from itertools import chain
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator, List, Optional
 
@@ -77,8 +78,7 @@ class _Encoder:
         for sequence in ids:
             sequence.append(eod)
         lengths = numpy.fromiter(map(len, ids), dtype=numpy.int32, count=len(ids))
-        flat = numpy.fromiter((i for sequence in ids for i in sequence), dtype=self.dtype,
-                              count=int(lengths.sum()))
+        flat = numpy.array(list(chain.from_iterable(ids)), dtype=self.dtype)
         return flat, lengths
 
 
