@@ -50,6 +50,7 @@ __all__ = [
     "Corpus",
     "CorpusStats",
     "document_kind",
+    "split_stream",
     "stdlib_files",
     "find_files",
 ]
