@@ -29,7 +29,10 @@ setup(
         "matplotlib",
     ],
     extras_require={
-        "test": ["pytest", "hypothesis", "tensorboard", "transformers>=5", "accelerate>=1.0"],
+        "test": ["pytest", "hypothesis", "tensorboard", "transformers>=5", "accelerate>=1.0",
+                 "zstandard"],
+        # seesaw-ds prepare reads .zst inputs in place (.gz and .bz2 need nothing extra)
+        "zstd": ["zstandard"],
         "tensorboard": ["tensorboard"],
         # seesaw_ds.integrations.hf_trainer (SeesawTrainer); tested with transformers 5.25.0
         # and accelerate 1.16.0 (what pip resolves beside torch 2.13.0)

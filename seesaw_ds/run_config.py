@@ -8,6 +8,8 @@ Example::
 
     model: {shape: tiny}
     data: {prepared_dir: results/data/stdlib, vocab_size: 2048}
+    # or existing Megatron data: {paths: [0.7, c4/c4_text_document, 0.3, wiki/wiki_text_document],
+    #                             tokenizer_model: c4/tokenizer.model}
     eval: {interval_tokens: 2.0e5, batches: 8, batch_size: 32}
     checkpoint: {interval_tokens: 1.0e6}
     divergence: {max_bad_steps: 3, spike_factor: null}  # stop a diverged run (the default)
@@ -49,6 +51,12 @@ class DataSettings:
     encoding: str = "utf-8"
     encoding_errors: str = "strict"  # or replace / ignore / backslashreplace
     doc_separator: str = "blank-line"  # .txt files: paragraphs; "file"; or a literal string
+    # existing Megatron data instead of a prepared folder: [w1, prefix1, w2, prefix2] or
+    # [prefix], with data.tokenizer_model or data.hf_tokenizer (seesaw_ds.data.megatron_blend)
+    paths: Optional[List[Any]] = None
+    hf_tokenizer: Optional[str] = None
+    cache_dir: Optional[str] = None  # data.paths: megatron-core's index cache (default
+    #                                  <output_dir>/data_cache)
 
     def prepare_options(self) -> Dict[str, Any]:
         """The keyword arguments of ``seesaw_ds.data.prepare.prepare`` for these settings."""
@@ -156,8 +164,39 @@ def _check_types(model: ModelSettings, data: DataSettings, checkpoint: Checkpoin
             isinstance(i, str) and "\x00" not in i for i in data.inputs)):
         raise SeesawConfigError(f"run config: data.inputs = {data.inputs!r} must be a list of "
                                 "paths or globs (or null for the standard library corpus).")
+    _check_paths(data)
     _expect("checkpoint.dir", checkpoint.dir, str, "a directory path or null", optional=True)
     _expect("name", name, str, "a string or null", optional=True)
+
+
+def _check_paths(data: DataSettings) -> None:
+    """data.paths (existing Megatron data) against the prepare options (cheap checks only;
+    files and vocabulary: ``seesaw_ds.data.megatron_blend.open_blend``)."""
+    _expect("data.hf_tokenizer", data.hf_tokenizer, str, "a tokenizer name or folder or null",
+            optional=True)
+    _expect("data.cache_dir", data.cache_dir, str, "a directory path or null", optional=True)
+    if data.paths is None:
+        if data.hf_tokenizer is not None or data.cache_dir is not None:
+            key = "hf_tokenizer" if data.hf_tokenizer is not None else "cache_dir"
+            raise SeesawConfigError(
+                f"run config: data.{key} applies to data.paths (existing Megatron data) only; "
+                "a prepared folder uses a sentencepiece data.tokenizer_model.")
+        return
+    from seesaw_ds.data.megatron_blend import parse_blend
+
+    try:
+        parse_blend(data.paths)
+    except SeesawConfigError as error:
+        raise SeesawConfigError(f"run config: {error}") from None
+    if data.inputs is not None:
+        raise SeesawConfigError(
+            "run config: data.inputs and data.paths exclude each other: inputs are prepared "
+            "into data.prepared_dir, paths are Megatron data that is already tokenized.")
+    if (data.tokenizer_model is None) == (data.hf_tokenizer is None):
+        raise SeesawConfigError(
+            "run config: data.paths needs the tokenizer the data was written with: set "
+            "exactly one of data.tokenizer_model (a sentencepiece .model) and "
+            "data.hf_tokenizer (a Hugging Face tokenizer name or folder).")
 
 
 def parse_run_config(raw: Mapping[str, Any]) -> RunConfig:

@@ -208,14 +208,28 @@ def _check_data(run, force: bool) -> None:
     from seesaw_ds.data.prepare import check_prepared
 
     data = run.data
+    if data.paths is not None:
+        _megatron_data(run)
+        return
     check_prepared(data.inputs, data.prepared_dir, **data.prepare_options(), force=force,
                    force_flag=_FORCE_PREPARE)
+
+
+def _megatron_data(run):
+    """``data.paths``: existing Megatron data, checked against its tokenizer (cheap)."""
+    from seesaw_ds.data.megatron_blend import open_blend
+
+    data = run.data
+    return open_blend(data.paths, data.tokenizer_model, data.hf_tokenizer,
+                      data.cache_dir or os.path.join(run.output_dir, "data_cache"))
 
 
 def _prepare_data(run, log, force: bool = False):
     from seesaw_ds.data.prepare import load_prepared, prepare
 
     data = run.data
+    if data.paths is not None:
+        return _megatron_data(run)
     if rank() == 0:
         prepared = prepare(data.inputs, data.prepared_dir, **data.prepare_options(),
                            progress=sys.stderr.isatty(),  # no bar in a log file
@@ -237,8 +251,11 @@ def _datasets(run, prepared, plan):
     # on the samples asked for, so schedule-dependent sizes would give cosine and Seesaw runs
     # different token streams. The last step's overshoot wraps around (GlobalSampleOrder).
     train_samples = math.ceil(plan.total_tokens / seq)
+    # a weighted blend sizes each prefix's share from both counts
+    valid_samples = (run.eval.batches * run.eval.batch_size
+                     if prepared.blend[1] is not None else None)
     train, valid = build_gpt_datasets(prepared, seq, split=run.data.split, seed=1234,
-                                      train_samples=train_samples)
+                                      train_samples=train_samples, valid_samples=valid_samples)
     batches = fixed_validation_batches(valid, run.eval.batch_size, run.eval.batches)
     return train, batches
 

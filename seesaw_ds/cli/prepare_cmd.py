@@ -20,7 +20,8 @@ def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "prepare",
         help="train/load a tokenizer and write a megatron-core indexed dataset",
-        description="Read text files (.txt, .py, .md, or .jsonl with a text field; a .txt "
+        description="Read text files (.txt, .py, .md, or .jsonl with a text field; .gz, .zst "
+        "and .bz2 compressed .txt/.jsonl/.json read in place, streamed; a .txt "
         "file is split into documents at blank lines unless --doc-separator says otherwise), "
         "train a sentencepiece BPE tokenizer (or load one) and write DIR/corpus_text_document."
         "{bin,idx} plus a manifest. With no INPUTS the Python standard library's own "
@@ -53,6 +54,9 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--include-tests", action="store_true",
                         help="default corpus only: also use the stdlib's test folders")
     parser.add_argument("--seed", type=int, default=1234, help="tokenizer training seed")
+    parser.add_argument("--workers", type=int, default=None, metavar="N",
+                        help="tokenizer processes (default: this machine's cores); the output "
+                        "is identical for any N")
     parser.add_argument("--seq-length", type=int, default=None,
                         help="also check that train and valid splits hold sequences of "
                         "this length")
@@ -61,7 +65,9 @@ def add_parser(subparsers) -> None:
                         "(default 98,2,0)")
     parser.add_argument("--force", action="store_true", help="rebuild DIR, even when it is up to date or "
                         "was prepared with other options or inputs")
-    parser.add_argument("--no-progress", action="store_true", help="hide progress bars (shown only on a terminal)")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="no progress: neither the bar (on a terminal) nor the plain "
+                        "progress line every 30 s (elsewhere)")
     parser.set_defaults(run=run)
 
 
@@ -84,7 +90,9 @@ def run(args: argparse.Namespace) -> int:
         doc_separator=args.doc_separator,
         include_tests=args.include_tests,
         seed=args.seed,
+        workers=args.workers,
         progress=not args.no_progress and sys.stderr.isatty(),  # no bar in a log file
+        progress_interval=None if args.no_progress else 30.0,
         force=args.force,
     )
     if args.seq_length is not None:

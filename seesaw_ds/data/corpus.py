@@ -1,12 +1,17 @@
 """Find the input text files and read them as documents.
 
-Documents: a ``.jsonl`` line's ``text_field``; a ``.py`` or ``.md`` file as a whole; a
+Documents: a ``.jsonl`` line's ``text_field`` (also ``.jsonl.gz``/``.zst``/``.bz2``, and
+``.json.gz``/``.zst``/``.bz2`` as C4 names its JSON-lines shards); a ``.py`` or ``.md``
+file as a whole; a
 ``.txt`` file split by ``doc_separator``: blank-line paragraphs by default
 (:data:`PARAGRAPHS`), ``"file"`` for the whole file, or any literal string (``\\n`` and
 ``\\t`` in it stand for newline and tab, so ``--doc-separator '\\n\\n\\n'`` works from
 a shell). Files are decoded with ``encoding`` (default UTF-8) and Python's
 ``encoding_errors`` policy: ``strict`` (default: an undecodable byte is an error),
 ``replace`` (U+FFFD), ``ignore`` (dropped) or ``backslashreplace`` (``\\xNN``).
+
+Files are read as streams (:mod:`seesaw_ds.data.streams`): compressed ones in place, and
+memory stays bounded by the largest document, not the file.
 
 The default corpus is embedded: the Python standard library's own ``.py`` sources, so
 preparing data never needs a download.
@@ -31,6 +36,7 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Iterator, List, Optional, Sequence
 
+from seesaw_ds.data.streams import COMPRESSIONS, TextStream, UndecodableText, strip_compression
 from seesaw_ds.errors import SeesawConfigError
 
 __all__ = [
@@ -43,11 +49,15 @@ __all__ = [
     "SourceFile",
     "Corpus",
     "CorpusStats",
+    "document_kind",
+    "split_stream",
     "stdlib_files",
     "find_files",
 ]
 
-SUPPORTED_SUFFIXES = (".txt", ".py", ".md", ".jsonl")
+_PLAIN_SUFFIXES = (".txt", ".py", ".md", ".jsonl")
+SUPPORTED_SUFFIXES = _PLAIN_SUFFIXES + tuple(
+    base + compression for base in (".txt", ".jsonl", ".json") for compression in COMPRESSIONS)
 PARAGRAPHS = "blank-line"  # doc_separator: documents are blank-line separated paragraphs
 WHOLE_FILE = "file"  # doc_separator: a .txt file is one document
 ENCODING_ERRORS = ("strict", "replace", "ignore", "backslashreplace")
@@ -178,6 +188,66 @@ def check_text_options(encoding: str, encoding_errors: str, doc_separator: str) 
         )
 
 
+def document_kind(path: str) -> str:
+    """How ``path`` splits into documents: ``jsonl``, ``txt`` or ``whole`` (``.py``/``.md``)."""
+    name = strip_compression(path)
+    if name.endswith((".jsonl", ".json")):
+        return "jsonl"
+    return "txt" if name.endswith(".txt") else "whole"
+
+
+def _separator(doc_separator: str):
+    """The compiled pattern between documents of a .txt file, None for a whole file."""
+    if doc_separator == WHOLE_FILE:
+        return None
+    if doc_separator == PARAGRAPHS:
+        return _BLANK_LINE
+    return re.compile(re.escape(doc_separator.replace("\\n", "\n").replace("\\t", "\t")))
+
+
+def _keep(pieces: Iterator[str]) -> Iterator[str]:
+    return (piece.strip("\r\n") for piece in pieces if piece.strip())
+
+
+def split_stream(chunks: Iterator[str], doc_separator: str = PARAGRAPHS) -> Iterator[str]:
+    """:func:`split_documents` of the text that ``chunks`` concatenate, one chunk at a time.
+
+    Note:
+        Exact for any chunking: a separator found in the buffer is the one the whole text
+        holds there (a separator cannot be completed by later text once a full one follows
+        it), and the unfinished tail is carried into the next chunk. Memory holds the
+        largest document plus a chunk.
+    """
+    pattern = _separator(doc_separator)
+    if pattern is None:
+        yield from _keep(iter(["".join(chunks)]))
+        return
+
+    def pieces() -> Iterator[str]:
+        buffer = ""
+        for chunk in chunks:
+            buffer += chunk
+            start = 0
+            for match in pattern.finditer(buffer):
+                yield buffer[start:match.start()]
+                start = match.end()
+            buffer = buffer[start:]
+        yield buffer
+
+    yield from _keep(pieces())
+
+
+def _lines(chunks: Iterator[str]) -> Iterator[str]:
+    """The ``\\n``-separated lines of the text ``chunks`` concatenate (newlines dropped)."""
+    rest = ""
+    for chunk in chunks:
+        lines = (rest + chunk).split("\n")
+        rest = lines.pop()
+        yield from lines
+    if rest:
+        yield rest
+
+
 def split_documents(text: str, doc_separator: str = PARAGRAPHS) -> List[str]:
     """The documents of a plain-text file (see the module docstring); blank ones dropped."""
     if doc_separator == WHOLE_FILE:
@@ -196,6 +266,7 @@ class CorpusStats:
     num_documents: int = 0
     num_bytes: int = 0
     skipped: List[str] = field(default_factory=list)
+    input_bytes: int = 0  # bytes read from the files on disk (compressed size if compressed)
 
 
 class Corpus:
@@ -233,29 +304,26 @@ class Corpus:
         self.max_bytes = None if max_bytes is None else int(max_bytes)
         self._warned: set = set()
 
-    def _read(self, source: SourceFile) -> Optional[str]:
-        try:
-            with open(source.path, encoding=self.encoding, errors=self.encoding_errors) as handle:
-                return handle.read()
-        except (OSError, UnicodeDecodeError) as error:
-            if isinstance(error, UnicodeDecodeError):
-                byte = error.object[error.start:error.start + 1].hex()
-                name = "UTF-8" if codecs.lookup(self.encoding).name == "utf-8" else self.encoding
-                reason = f"is not valid {name} (byte 0x{byte} at offset {error.start})"
-                fix = ("give its encoding with --encoding (data.encoding), e.g. latin-1 or "
-                       "cp1252, or --encoding-errors replace to substitute undecodable bytes")
-            else:
-                reason = f"cannot be read ({error.strerror or error})"
-                fix = "fix it or remove it from the inputs"
-            if source.explicit:
-                raise SeesawConfigError(f"inputs: {source.path} {reason}; {fix}.") from None
-            if source.path not in self._warned:
-                self._warned.add(source.path)
-                warnings.warn(f"skipping {source.path}: it {reason}", stacklevel=3)
-            return None
+    def _unreadable(self, source: SourceFile, error: Exception, started: bool) -> None:
+        """A file that failed while being read: an error when named explicitly, else warned
+        about once and skipped (from the failure on, when documents were already read)."""
+        if isinstance(error, UndecodableText):
+            name = "UTF-8" if codecs.lookup(self.encoding).name == "utf-8" else self.encoding
+            reason = f"is not valid {name} ({error})"
+            fix = ("give its encoding with --encoding (data.encoding), e.g. latin-1 or "
+                   "cp1252, or --encoding-errors replace to substitute undecodable bytes")
+        else:
+            reason = f"cannot be read ({getattr(error, 'strerror', None) or error})"
+            fix = "fix it or remove it from the inputs"
+        if source.explicit:
+            raise SeesawConfigError(f"inputs: {source.path} {reason}; {fix}.") from None
+        if source.path not in self._warned:
+            self._warned.add(source.path)
+            rest = " the rest of it" if started else ""
+            warnings.warn(f"skipping{rest} {source.path}: it {reason}", stacklevel=4)
 
-    def _jsonl_documents(self, source: SourceFile, text: str) -> Iterator[str]:
-        for number, line in enumerate(text.splitlines(), start=1):
+    def _jsonl_documents(self, source: SourceFile, chunks: Iterator[str]) -> Iterator[str]:
+        for number, line in enumerate(_lines(chunks), start=1):
             if not line.strip():
                 continue
             try:
@@ -274,22 +342,41 @@ class Corpus:
                 )
             yield value
 
-    def _file_documents(self, source: SourceFile) -> Iterator[str]:
-        text = self._read(source)
-        if text is None:
+    def _file_documents(self, source: SourceFile, stats: Optional[CorpusStats]) -> Iterator[str]:
+        """The documents of one file, streamed; ``stats.input_bytes`` follows the reading."""
+        if source.path in self._warned:
             return
-        if source.path.endswith(".jsonl"):
-            yield from self._jsonl_documents(source, text)
-        elif source.path.endswith(".txt"):
-            yield from split_documents(text, self.doc_separator)
-        else:
-            yield text
+        started = False
+        counted = 0
+        try:
+            with TextStream(source.path, self.encoding, self.encoding_errors) as stream:
+                chunks = stream.chunks()
+                kind = document_kind(source.path)
+                if kind == "jsonl":
+                    documents = self._jsonl_documents(source, chunks)
+                elif kind == "txt":
+                    documents = split_stream(chunks, self.doc_separator)
+                else:
+                    documents = iter(["".join(chunks)])
+                for document in documents:
+                    started = True
+                    if stats is not None:
+                        now = stream.bytes_read
+                        stats.input_bytes += now - counted
+                        counted = now
+                    yield document
+                if stats is not None:
+                    stats.input_bytes += source.size - counted
+        except (OSError, UndecodableText) as error:
+            if stats is not None:
+                stats.input_bytes += source.size - counted
+            self._unreadable(source, error, started)
 
     def documents(self, stats: Optional[CorpusStats] = None) -> Iterator[str]:
         """Yield the documents in a fixed order; fill ``stats`` when given."""
         budget = self.max_bytes
         for source in self.files:
-            for document in self._file_documents(source):
+            for document in self._file_documents(source, stats):
                 if not document.strip():
                     continue
                 data = document.encode("utf-8")
@@ -303,6 +390,8 @@ class Corpus:
                 if budget is not None:
                     budget -= len(data)
                     if budget <= 0:
+                        if stats is not None:
+                            stats.skipped = sorted(self._warned)
                         return
         if stats is not None:
             stats.skipped = sorted(self._warned)

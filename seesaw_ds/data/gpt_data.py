@@ -1,4 +1,5 @@
-"""megatron-core ``GPTDataset`` train/valid splits over a prepared folder.
+"""megatron-core ``GPTDataset`` train/valid splits over a prepared folder, or over existing
+Megatron data (one prefix or a weighted blend: :mod:`seesaw_ds.data.megatron_blend`).
 
 Items are dicts with ``tokens`` and ``labels`` (int64, length ``seq_length``, labels
 shifted by one), plus megatron's ``loss_mask`` and ``position_ids``.
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy
 import torch
@@ -30,6 +31,9 @@ from seesaw_ds.data._megatron import BlendedMegatronDatasetBuilder, GPTDataset, 
 from seesaw_ds.data.indexed import document_lengths
 from seesaw_ds.data.prepare import PreparedData, load_prepared
 from seesaw_ds.errors import SeesawConfigError
+
+if TYPE_CHECKING:
+    from seesaw_ds.data.megatron_blend import MegatronBlend
 
 __all__ = ["SplitInfo", "check_split", "build_gpt_datasets", "fixed_validation_batches"]
 
@@ -81,7 +85,7 @@ def check_split(
         if bounds is None:
             continue
         begin, end = (int(round(fraction * count)) for fraction in bounds)
-        tokens = int(numpy.sum(lengths[begin:end])) if end > begin else 0
+        tokens = int(numpy.sum(lengths[begin:end], dtype=numpy.int64)) if end > begin else 0
         if end <= begin or tokens < seq_length + 1:
             raise SeesawConfigError(
                 f"split = {split!r} leaves the {name} split {max(end - begin, 0)} of {count} "
@@ -100,7 +104,7 @@ def _positive_or_none(name: str, value: Optional[int]) -> None:
 
 
 def build_gpt_datasets(
-    prepared: Union[PreparedData, str],
+    prepared: Union[PreparedData, "MegatronBlend", str],
     seq_length: int,
     split: str = "98,2,0",
     seed: int = 1234,
@@ -113,6 +117,10 @@ def build_gpt_datasets(
     ``train_samples``/``valid_samples`` of None give one epoch of their split; a larger
     number repeats the split's documents (megatron reshuffles every epoch). The shuffle
     depends only on the prepared data, ``seq_length``, ``split`` and ``seed``.
+
+    A weighted blend (:class:`~seesaw_ds.data.megatron_blend.MegatronBlend`) needs both
+    sample counts (megatron-core sizes each prefix's share from them); its train items
+    come from the prefixes in the proportions of the weights.
     """
     if isinstance(prepared, str):
         prepared = load_prepared(prepared)
@@ -121,13 +129,21 @@ def build_gpt_datasets(
     _positive_or_none("train_samples", train_samples)
     _positive_or_none("valid_samples", valid_samples)
     _parse_split(split)
+    prefixes, weights = prepared.blend
+    if weights is not None and (train_samples is None or valid_samples is None):
+        raise SeesawConfigError(
+            "a weighted blend needs train_samples and valid_samples (megatron-core sizes "
+            "each prefix's share from them).")
     tokenizer = prepared.load_tokenizer()
     config = GPTDatasetConfig(
         random_seed=seed,
         sequence_length=seq_length,
-        blend=([prepared.data_prefix], None),
+        blend=(prefixes, weights),
         split=split,
-        path_to_cache=cache_dir or prepared.cache_dir,
+        # megatron-core's BlendedDataset asks torch.distributed for the rank whenever it has
+        # a cache path, so without a process group a blend's indices are built in memory
+        path_to_cache=(None if weights is not None and not torch.distributed.is_initialized()
+                       else cache_dir or prepared.cache_dir),
         tokenizer=tokenizer,
         reset_position_ids=False,
         reset_attention_mask=False,
@@ -135,10 +151,12 @@ def build_gpt_datasets(
         create_attention_mask=False,
         num_dataset_builder_threads=1,
     )
-    check_split(document_lengths(prepared.data_prefix), seq_length, config.split_matrix,
-                split, where=prepared.out_dir)
-    builder = BlendedMegatronDatasetBuilder(
-        GPTDataset, [train_samples, valid_samples, None], lambda: True, config)
+    for prefix in prefixes:
+        where = prepared.where if len(prefixes) == 1 else f"{prefix} ({prepared.where})"
+        check_split(document_lengths(prefix), seq_length, config.split_matrix, split,
+                    where=where)
+    sizes = [train_samples, valid_samples, None if weights is None else 0]
+    builder = BlendedMegatronDatasetBuilder(GPTDataset, sizes, lambda: True, config)
     train, valid, _ = builder.build()
     return train, valid
 

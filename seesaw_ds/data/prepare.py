@@ -19,8 +19,10 @@ from typing import Callable, Optional, Sequence
 
 import sentencepiece
 
-from seesaw_ds.data.corpus import PARAGRAPHS, Corpus, find_files
+from seesaw_ds.data.corpus import PARAGRAPHS, Corpus, CorpusStats, find_files
 from seesaw_ds.data.indexed import write_indexed_dataset
+from seesaw_ds.data.parallel import default_workers
+from seesaw_ds.data.progress import PrepareProgress
 from seesaw_ds.data.manifest import (
     FORMAT_VERSION,
     MANIFEST_NAME,
@@ -60,6 +62,15 @@ class PreparedData:
     num_documents: int
     num_tokens: int
     reused: bool = False
+
+    @property
+    def blend(self):
+        """megatron-core's ``blend``: this folder's one prefix."""
+        return [self.data_prefix], None
+
+    @property
+    def where(self) -> str:
+        return self.out_dir
 
     @property
     def manifest_path(self) -> str:
@@ -192,6 +203,23 @@ def _existing(request: _Request, force: bool, force_flag: str) -> Optional[dict]
     return manifest if outputs_intact(request.out_dir, manifest) else None
 
 
+def _check_workers(workers: Optional[int]) -> int:
+    if workers is None:
+        return default_workers()
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise SeesawConfigError(f"workers = {workers!r} must be a positive integer (--workers).")
+    return workers
+
+
+def _empty(files, stats: CorpusStats) -> None:
+    names = ", ".join(source.path for source in files[:3])
+    more = f" and {len(files) - 3} more" if len(files) > 3 else ""
+    raise SeesawConfigError(
+        f"inputs: the corpus is empty: no non-blank text in {names}{more}"
+        f"{f' ({len(stats.skipped)} unreadable files skipped)' if stats.skipped else ''};"
+        " give files that contain text.")
+
+
 def check_prepared(inputs: Optional[Sequence[str]], out_dir: str, *, force: bool = False,
                    force_flag: str = "--force", **options) -> bool:
     """What :func:`prepare` with these arguments would do, decided without writing: True to
@@ -219,7 +247,9 @@ def prepare(
     doc_separator: str = PARAGRAPHS,
     include_tests: bool = False,
     seed: int = 1234,
+    workers: Optional[int] = None,
     progress: bool = True,
+    progress_interval: Optional[float] = 30.0,
     force: bool = False,
     force_flag: str = "--force",
     log: Callable[[str], None] = print,
@@ -237,6 +267,13 @@ def prepare(
     prepared with other options (or from input files that changed since) is never rebuilt
     silently: that is a :class:`SeesawConfigError` naming the first differing option, unless
     ``force`` (``force_flag`` is how the caller's user spells it, for the message).
+
+    ``workers`` processes tokenize (default: this machine's cores); the output does not
+    depend on it. Files are streamed (memory does not grow with their size), compressed ones
+    (``.gz``, ``.zst``, ``.bz2``) read in place. ``progress``: a bar (on a terminal);
+    otherwise a plain progress line every ``progress_interval`` seconds through ``log``.
+    A trained tokenizer sees a sample of ``max_sentences`` lines drawn uniformly from all
+    inputs (sentencepiece's reservoir sampling over every line of the corpus).
     """
     request = _request(inputs, out_dir, vocab_size=vocab_size, tokenizer_model=tokenizer_model,
                        text_field=text_field, max_bytes=max_bytes, encoding=encoding,
@@ -244,17 +281,16 @@ def prepare(
                        include_tests=include_tests, seed=seed)
     out_dir, tokenizer, train_config = request.out_dir, request.tokenizer, request.train_config
     files, params, input_fingerprint = request.files, request.params, request.input_fingerprint
+    workers = _check_workers(workers)
     manifest = _existing(request, force, force_flag)
     if manifest is not None:
         log(f"prepare: reusing {out_dir} (inputs and parameters unchanged)")
         return _from_manifest(out_dir, manifest, reused=True)
 
     corpus = Corpus(files, **request.text_options)
-    log(f"prepare: scanning {len(files)} files")
-    stats = corpus.scan()
-    log(f"prepare: {stats.num_documents} documents, {stats.num_bytes / 1e6:.2f} MB"
-        + (f", {len(stats.skipped)} unreadable files skipped" if stats.skipped else ""))
-
+    first = CorpusStats()
+    if next(corpus.documents(first), None) is None:  # cheap: stops at the first document
+        _empty(files, first)
     try:
         os.makedirs(out_dir, exist_ok=True)
     except OSError as error:
@@ -267,14 +303,38 @@ def prepare(
         elif os.path.exists(stale):
             os.remove(stale)
 
+    total_bytes = sum(source.size for source in files)
+    log(f"prepare: {len(files)} files, {total_bytes / 1e6:.2f} MB on disk, {workers} workers")
     if tokenizer is None:
-        log(f"prepare: training a BPE tokenizer (vocab_size {train_config.vocab_size})")
-        tokenizer = train_tokenizer(corpus.documents(), train_config)
+        log(f"prepare: training a BPE tokenizer (vocab_size {train_config.vocab_size}) on a "
+            f"sample of up to {train_config.max_sentences} lines drawn from all inputs")
+        sample_stats = CorpusStats()
+        try:
+            tokenizer = train_tokenizer(corpus.documents(sample_stats), train_config)
+        except SeesawConfigError:
+            if sample_stats.num_documents == 0:
+                _empty(files, sample_stats)
+            raise
     tokenizer.save(os.path.join(out_dir, TOKENIZER_NAME))
 
     data_prefix = os.path.join(out_dir, DATA_NAME)
-    indexed = write_indexed_dataset(
-        corpus.documents(), tokenizer, data_prefix, total=stats.num_documents, progress=progress)
+    stats = CorpusStats()
+    reporter = PrepareProgress(total_bytes, bar=progress, log=log,
+                               interval=progress_interval)
+    try:
+        indexed = write_indexed_dataset(
+            corpus.documents(stats), tokenizer, data_prefix, workers=workers,
+            on_chunk=lambda documents, tokens: reporter.update(stats.input_bytes, tokens))
+    finally:
+        seconds = reporter.close()
+    if stats.num_documents == 0:
+        for path in (f"{data_prefix}.bin", f"{data_prefix}.idx"):
+            os.remove(path)
+        _empty(files, stats)
+    log(f"prepare: {stats.num_documents} documents, {stats.num_bytes / 1e6:.2f} MB of text, "
+        f"{indexed.num_tokens} tokens in {seconds:.1f} s ({indexed.num_tokens / seconds / 1e6:.2f}M "
+        f"tokens/s, {stats.num_bytes / seconds / 1e6:.2f} MB/s)"
+        + (f", {len(stats.skipped)} unreadable files skipped" if stats.skipped else ""))
 
     output_names = [TOKENIZER_NAME, f"{DATA_NAME}.bin", f"{DATA_NAME}.idx"]
     write_json_atomic(os.path.join(out_dir, MANIFEST_NAME), {

@@ -88,8 +88,10 @@ class SentencePieceTokenizer:
     def tokenize(self, text: str) -> List[int]:
         return self._sp.encode(text)
 
-    def tokenize_batch(self, texts: Sequence[str]) -> List[List[int]]:
-        return self._sp.encode(list(texts))
+    def tokenize_batch(self, texts: Sequence[str], num_threads: int = -1) -> List[List[int]]:
+        """Ids of each text; ``num_threads`` (-1: sentencepiece's default, all cores) for a
+        batch (``prepare``'s workers use 1 each)."""
+        return self._sp.encode(list(texts), num_threads=num_threads)
 
     def detokenize(self, ids: Sequence[int]) -> str:
         return self._sp.decode([int(i) for i in ids])
