@@ -626,11 +626,21 @@ def _backend() -> str:
     return get_accelerator().communication_backend_name()
 
 
+#: How long another rank waits before printing its own error line: rank 0 prints first and
+#: the launcher (torchrun, deepspeed) ends the other ranks when it exits, so a job prints one
+#: line; an error that rank 0 did not reach still gets printed by the rank that met it.
+OTHER_RANK_GRACE_SECONDS = 10.0
+
+
 def _report(error: SeesawConfigError) -> int:
-    """One line on stderr, from global rank 0 only (every rank reaches the same error)."""
+    """One line on stderr: from global rank 0 at once; from another rank only if it is still
+    running after :data:`OTHER_RANK_GRACE_SECONDS` (rank 0 did not stop the job)."""
     me = rank() if world_size() > 1 else int(os.environ.get("RANK", "0") or 0)
     if me == 0:
         print(f"seesaw-ds train: error: {error}", file=sys.stderr, flush=True)
+    else:
+        time.sleep(OTHER_RANK_GRACE_SECONDS)
+        print(f"seesaw-ds train: error (rank {me}): {error}", file=sys.stderr, flush=True)
     return 2
 
 

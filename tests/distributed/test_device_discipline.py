@@ -190,7 +190,9 @@ def test_probe_norm_is_reduced_on_the_device(accelerator):
     from seesaw_ds.cbs.probe import GuardDriver
 
     model = _Model(accelerator)
-    hook = SimpleNamespace(plan=None, step=0, checkpoint_sidecars={})
+    plan = SimpleNamespace(micro_batch=2, dp_size=1)  # the probe: one chunk of 2 samples
+    hook = SimpleNamespace(plan=plan, step=0, checkpoint_sidecars={}, dp_rank=0,
+                           consumed_samples=0)
     engine = SimpleNamespace(seesaw=hook, module=model)
     driver = GuardDriver(policy=None, engine=engine, log=print)
     batch = _batches(1)[0]

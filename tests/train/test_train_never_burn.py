@@ -115,11 +115,13 @@ def test_a_tag_without_seesaw_state_is_checked_from_its_model_file(uninterrupted
                          _ds_with(uninterrupted["ds_path"], tmp_path, lr=2e-3), out,
                          "--resume", "--allow-missing-seesaw-state")
     assert code != 0 and f"{os.sep}seesaw_ds{os.sep}" not in log  # no traceback of ours
+    # The plan's fingerprint holds each phase's absolute LR (a peak LR change is a plan
+    # change), so the scheduler state inside the checkpoint refuses it as DeepSpeed loads.
     assert _error_lines(log) == [  # once: rank 0 only
-        f"seesaw-ds train: error: resuming would change the run: optimizer.params.lr = 0.002 "
-        f"but checkpoint {tag} was trained with 0.003. Resume with the original value, or "
-        "continue from the saved token count on the new plan on purpose with "
-        "allow_plan_change=True (seesaw_ds.train --allow-plan-change)."]
+        "seesaw-ds train: error: the checkpoint followed a different Seesaw plan than this "
+        "config builds (phases differ): resume with the seesaw section and optimizer lr the "
+        "run started with, or continue on the new plan on purpose with allow_plan_change "
+        "(seesaw_ds.train --allow-plan-change)."]
     assert _snapshot(out) == before
 
 

@@ -206,7 +206,14 @@ def test_errors_are_printed_by_rank_0_only(uninterrupted, tmp_path, capsys, monk
     _empty(out)
     argv = ["--run-config", str(uninterrupted["run_path"]), "--deepspeed_config",
             str(uninterrupted["ds_path"]), "--output-dir", str(out), "--resume"]
+    import seesaw_ds.train as train_module
+
+    waits = []
+    monkeypatch.setattr(train_module.time, "sleep", waits.append)
     monkeypatch.setenv("RANK", "1")  # as torchrun sets it, before any process group
-    assert main(argv) == 2 and capsys.readouterr().err == ""
+    # another rank waits for rank 0's line (the launcher ends it then); still running, it
+    # names itself
+    assert main(argv) == 2 and waits == [train_module.OTHER_RANK_GRACE_SECONDS]
+    assert capsys.readouterr().err.startswith("seesaw-ds train: error (rank 1): ")
     monkeypatch.setenv("RANK", "0")
     assert main(argv) == 2 and capsys.readouterr().err.count("\n") == 1
