@@ -453,6 +453,12 @@ class LinearRampBatch(BatchSchedule):
                 f"total_tokens ({base.total_tokens:g})."
             )
         increments = (self.final_batch - initial_batch) // self.batch_increment
+        if increments >= _MAX_PHASES:
+            raise SeesawConfigError(
+                f"seesaw.batch_increment = {self.batch_increment} makes {increments:,} batch "
+                f"changes from {initial_batch} to seesaw.final_batch = {self.final_batch}; at "
+                f"most {_MAX_PHASES - 1:,}: use a larger batch_increment."
+            )
         tokens_per_increment = self.ramp_tokens / increments
         breakpoints = [
             (k * tokens_per_increment, initial_batch + k * self.batch_increment)

@@ -134,3 +134,12 @@ def test_bad_batch_schedules_name_the_field(schedule, field):
     with pytest.raises(SeesawConfigError) as error:
         Plan(CosineLR(total_tokens=1e6), schedule, PEAK, 32, 100, batch_multiple=16)
     assert field in str(error.value)
+
+
+def test_a_linear_ramp_of_too_many_increments_is_one_error_before_any_phase_is_built():
+    """The fuzz found a ramp of ~10**9 increments that built phases until memory ran out."""
+    base = ConstantLR(total_tokens=1e12)
+    ramp = LinearRampBatch(final_batch=32 + 10**9, batch_increment=1, ramp_tokens=1e11)
+    with pytest.raises(SeesawConfigError, match="seesaw.batch_increment = 1 makes 1,000,000,000 "
+                                                "batch changes"):
+        Plan(base, ramp, PEAK, 32, 100)
