@@ -27,7 +27,8 @@ __all__ = ["run_fingerprint", "fingerprint_differences", "config_field_name", "P
 PHASES_FIELD = "plan.phases"
 _LAYOUT_KEYS = ("micro_batch", "grad_accum", "steps")
 # ``seesaw.adaptive``'s keys (config.section), flattened into the batch options when parsed
-ADAPTIVE_OPTIONS = frozenset({"safety_factor", "lr_ceiling", "ema_decay", "min_samples"})
+ADAPTIVE_OPTIONS = frozenset({"safety_factor", "lr_ceiling", "ema_decay", "min_samples",
+                              "confidence"})
 
 
 def _plain(value: Any) -> Any:
