@@ -7,7 +7,8 @@ import math
 import os
 from typing import Any
 
-__all__ = ["write_text_atomic", "write_json_atomic", "fsync_path", "finite_or_none"]
+__all__ = ["write_text_atomic", "write_json_atomic", "fsync_path", "finite_or_none",
+           "check_directory_creatable"]
 
 
 def fsync_path(path: str) -> None:
@@ -53,3 +54,23 @@ def write_json_atomic(path: str, data: Any, **dump_options: Any) -> None:
     dump_options.setdefault("indent", 2)
     text = json.dumps(finite_or_none(data), allow_nan=False, **dump_options)
     write_text_atomic(path, text + "\n")
+
+
+def check_directory_creatable(label: str, path: str) -> None:
+    """``path`` is, or can be made, a writable directory (nothing is created here); else one
+    :class:`SeesawConfigError` starting with ``label`` and naming the blocking folder."""
+    from seesaw_ds.errors import SeesawConfigError
+
+    probe = os.path.abspath(path)
+    while not os.path.exists(probe):  # the folder that would hold it
+        parent = os.path.dirname(probe)
+        if parent == probe:
+            break
+        probe = parent
+    if not os.path.isdir(probe):
+        raise SeesawConfigError(
+            f"{label}: {probe} is a file, not a directory: choose another path or move the "
+            "file.")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise SeesawConfigError(
+            f"{label}: {probe} is not writable by this user: choose a writable path.")

@@ -34,7 +34,7 @@ import sys
 import time
 from typing import Dict, List, Optional
 
-from seesaw_ds.atomic_files import finite_or_none, write_json_atomic
+from seesaw_ds.atomic_files import check_directory_creatable, finite_or_none, write_json_atomic
 from seesaw_ds.distributed import all_mean, barrier, rank, world_size
 from seesaw_ds.errors import SeesawConfigError
 from seesaw_ds.training.divergence import Diverged, DivergencePolicy
@@ -102,8 +102,8 @@ def _validate(args: argparse.Namespace):
                         ("--allow-missing-seesaw-state", args.allow_missing_seesaw_state)):
         if given and not args.resume:
             raise SeesawConfigError(f"{flag} applies to --resume only: add --resume.")
-    _check_writable("output_dir (--output-dir)", run.output_dir)
-    _check_writable("checkpoint.dir", run.checkpoint_dir)
+    check_directory_creatable(f"output_dir (--output-dir) = {run.output_dir}", run.output_dir)
+    check_directory_creatable(f"checkpoint.dir = {run.checkpoint_dir}", run.checkpoint_dir)
     if args.stop_at_tokens is not None:
         from seesaw_ds.config import parse_token_count
 
@@ -137,24 +137,6 @@ def _resume_layout(args: argparse.Namespace, checkpoint_dir: str) -> Optional[di
     sidecar = read_sidecar(checkpoint_dir, tag, required=not args.allow_missing_seesaw_state)
     check_tag_files(checkpoint_dir, tag, sidecar)
     return checkpoint_layout(checkpoint_dir, tag, sidecar) if sidecar else None
-
-
-def _check_writable(field: str, path: str) -> None:
-    """``path`` is (or can be made) a writable directory; nothing is created here."""
-    probe = os.path.abspath(path)
-    while not os.path.exists(probe):
-        parent = os.path.dirname(probe)
-        if parent == probe:
-            break
-        probe = parent
-    if not os.path.isdir(probe):
-        raise SeesawConfigError(
-            f"{field} = {path}: {probe} is a file, not a directory: choose another path or "
-            "move the file.")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise SeesawConfigError(
-            f"{field} = {path}: {probe} is not writable by this user: choose a writable "
-            "path.")
 
 
 def _resume_universal_if_resharding(ds_config: dict, checkpoint_dir: str, world: int,

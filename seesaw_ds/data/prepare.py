@@ -19,6 +19,7 @@ from typing import Callable, Optional, Sequence
 
 import sentencepiece
 
+from seesaw_ds.atomic_files import check_directory_creatable
 from seesaw_ds.data.corpus import PARAGRAPHS, Corpus, CorpusStats, find_files
 from seesaw_ds.data.indexed import write_indexed_dataset
 from seesaw_ds.data.parallel import default_workers
@@ -117,17 +118,7 @@ def _check_out_dir(out_dir: str) -> str:
     out_dir = os.path.abspath(os.path.expanduser(out_dir))
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise SeesawConfigError(f"out_dir: {out_dir} exists and is not a directory.")
-    existing = out_dir
-    while not os.path.exists(existing):  # the folder that would hold it
-        existing = os.path.dirname(existing)
-    if not os.path.isdir(existing):
-        raise SeesawConfigError(
-            f"out_dir (--out) {out_dir}: {existing} is a file, not a directory: choose "
-            "another path.")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise SeesawConfigError(
-            f"out_dir (--out) {out_dir}: {existing} is not writable by this user: choose a "
-            "writable path.")
+    check_directory_creatable(f"out_dir (--out) {out_dir}", out_dir)
     return out_dir
 
 

@@ -49,7 +49,25 @@ def plan_windows(
         micro = 0
 
 
-class PlanBatchSampler:
+class ClockPosition:
+    """Where a plan-following data source stands: the attached engine hook's clock
+    (``clock``), or, standalone, what :meth:`set_position` last set (``_position``)."""
+
+    clock: Any
+    _position: Tuple[int, int]
+
+    @property
+    def position(self) -> Tuple[int, int]:
+        """(consumed samples at the current window start, micro-batches done in it)."""
+        if self.clock is not None:
+            return self.clock.state.consumed_samples, self.clock.micro_in_window
+        return self._position
+
+    def set_position(self, consumed_samples: int, micro: int = 0) -> None:
+        self._position = (int(consumed_samples), int(micro))
+
+
+class PlanBatchSampler(ClockPosition):
     """This rank's micro-batches of dataset indices, in plan order (a ``batch_sampler``).
 
     Args:
@@ -84,17 +102,7 @@ class PlanBatchSampler:
         self.clock = clock
         self._position = (0, 0)
 
-    # ---- position (the interface the engine hook's checkpoints use) ----------------------
-
-    @property
-    def position(self) -> Tuple[int, int]:
-        """(consumed samples at the current window start, micro-batches done in it)."""
-        if self.clock is not None:
-            return self.clock.state.consumed_samples, self.clock.micro_in_window
-        return self._position
-
-    def set_position(self, consumed_samples: int, micro: int = 0) -> None:
-        self._position = (int(consumed_samples), int(micro))
+    # ---- position: ClockPosition (the interface the engine hook's checkpoints use) ---------
 
     def state_dict(self) -> Dict[str, Any]:
         return order_state(self.order, *self.position)

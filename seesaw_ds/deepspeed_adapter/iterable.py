@@ -34,9 +34,9 @@ from __future__ import annotations
 
 import itertools
 import logging
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional
 
-from seesaw_ds.deepspeed_adapter.batch_sampler import plan_windows
+from seesaw_ds.deepspeed_adapter.batch_sampler import ClockPosition, plan_windows
 from seesaw_ds.errors import SeesawConfigError
 from seesaw_ds.schedules import Plan
 
@@ -46,7 +46,7 @@ STREAMS = ("rank", "global")
 _log = logging.getLogger("seesaw_ds")
 
 
-class PlanIterableLoader:
+class PlanIterableLoader(ClockPosition):
     """Collated micro-batches drawn from an iterable, in plan sizes, resumably.
 
     Args:
@@ -101,16 +101,6 @@ class PlanIterableLoader:
         self._drawn = 0  # samples drawn from self._iterator
 
     # ---- position ---------------------------------------------------------------------------
-
-    @property
-    def position(self) -> Tuple[int, int]:
-        """(consumed samples at the current window start, micro-batches done in it)."""
-        if self.clock is not None:
-            return self.clock.state.consumed_samples, self.clock.micro_in_window
-        return self._position
-
-    def set_position(self, consumed_samples: int, micro: int = 0) -> None:
-        self._position = (int(consumed_samples), int(micro))
 
     def samples_to_skip(self) -> int:
         """Samples of this rank's iterator that precede the current position."""
