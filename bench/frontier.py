@@ -1,62 +1,78 @@
-"""Multi-seed frontier sweep: cosine, Seesaw, adaptive, late switch and guarded Seesaw across
-initial batches B0, through the product path (``torchrun -m seesaw_ds.train``, 1 rank).
+"""The frontier sweep on the testbed (``seesaw_ds/report/testbed.py``, docs/results.md):
+LR-tuned cosine, Seesaw and the schedule planned from the measured critical batch, with
+choices made on tuning seeds and 95% intervals on the judged seeds.
 
-    python bench/frontier.py                          # the whole sweep (resumable)
-    python bench/frontier.py --only seesaw@32/s1      # one cell (its record's `command`)
+    bash bench/cbs_testbed.sh && RECORD=1 bash bench/cbs_testbed.sh   # the curve, first
+    python bench/frontier.py --workers 2              # tune, choose, judge (resumable)
+    python bench/frontier.py --phase tune             # only the tuning cells
+    python bench/frontier.py --only seesaw@16/lr0.004/s1   # one cell (its record's command)
     python bench/frontier.py --report                 # table + PNG from finished runs
+    python bench/frontier.py --check cosine@64/lr0.008/s0 --threads 2   # rerun, compare
 
-Every cell of one seed shares the model init and the global sample order, so comparisons
-are paired. Finished cells (a ``summary.json`` with ``finished: true``) are skipped. Writes
-``bench/records/frontier.json`` (one entry per run), prints the table (mean +- SE per
-schedule and B0, paired gaps and steps ratios vs cosine at the same B0, and the frontier
-view against the best cosine over all B0) and draws ``bench/records/frontier.png``.
+Each cell is ``python -m seesaw_ds.train`` on one rank in ``results/frontier/<cell>/``;
+a cell with a finished ``summary.json`` is skipped, a cell another sweep process is running
+(a lock file) is left to it, so an interrupted sweep picks up where its records stop.
+Writes ``bench/records/frontier.json`` (one entry per run with ``peak_lr`` and its command,
+the choices, the judgement) and ``bench/records/frontier.png``.
 """
 
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import os
 import subprocess
 import sys
+import threading
 import time
-import zlib
+from concurrent.futures import ThreadPoolExecutor
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, _ROOT)
 
 from seesaw_ds.atomic_files import write_json_atomic  # noqa: E402
-from seesaw_ds.report.frontier import (  # noqa: E402
-    SCHEDULES,
-    VARIANTS,
-    WEIGHT_DECAY,
-    Cell,
-    ds_config_of,
-    format_frontier_table,
-    frontier_report,
-    plot_frontier,
-    run_config_of,
-    side_study_reference,
-)
+from seesaw_ds.report import testbed  # noqa: E402
+from seesaw_ds.report.testbed import Cell  # noqa: E402
 
 RECORDS = os.path.join(_ROOT, "bench", "records", "frontier.json")
 FIGURE = os.path.join(_ROOT, "bench", "records", "frontier.png")
-DEFAULT_OUT = "results/frontier"
-DEFAULTS = {"tokens": 1.0e6, "b0": [8, 16, 32, 128], "seeds": [0, 1, 2]}
+CBS_RECORD = os.path.join(_ROOT, "bench", "records", "cbs_testbed.json")
+OUT = "results/frontier"
+PREPARED = "results/data/stdlib"
+_LOCK = threading.Lock()
 
 
-def _cell_dirs(cell: Cell, out: str):
-    run_dir = os.path.join(out, cell.name)
-    return run_dir, os.path.join(out, "configs", cell.name)
+def _load() -> dict:
+    if not os.path.isfile(RECORDS):
+        return {"runs": []}
+    with open(RECORDS, encoding="utf-8") as handle:
+        return json.load(handle)
 
 
-def _command(cell: Cell, args) -> str:
-    return (f"python bench/frontier.py --only {cell.label()} --tokens {args.tokens:g} "
-            f"--out {args.out} --guard-safety {args.guard_safety:g} "
-            f"--adaptive-safety {args.adaptive_safety:g}")
+def _save(update) -> dict:
+    """Read, change and write the records under a lock (several workers share them)."""
+    with _LOCK:
+        with open(RECORDS + ".lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            records = _load()
+            update(records)
+            write_json_atomic(RECORDS, records)
+            return records
 
 
-def _finished(run_dir: str):
+def _curve():
+    from seesaw_ds.cbs.fit import PowerLaw
+
+    if not os.path.isfile(CBS_RECORD):
+        raise SystemExit(f"frontier: {os.path.relpath(CBS_RECORD, _ROOT)} is missing: run "
+                         "RECORD=1 bash bench/cbs_testbed.sh first (the planned cells need "
+                         "the measured critical-batch curve).")
+    with open(CBS_RECORD, encoding="utf-8") as handle:
+        return PowerLaw.from_dict(json.load(handle)["fit"])
+
+
+def _summary(run_dir: str):
     path = os.path.join(run_dir, "summary.json")
     if not os.path.isfile(path):
         return None
@@ -65,138 +81,223 @@ def _finished(run_dir: str):
     return summary if summary.get("finished") else None
 
 
-def run_cell(cell: Cell, args) -> dict:
-    """Train one cell (unless finished) and return its record."""
-    import yaml
-
-    run_dir, config_dir = _cell_dirs(cell, args.out)
-    summary = _finished(run_dir)
-    if summary is None:
-        os.makedirs(config_dir, exist_ok=True)
-        run_path = os.path.join(config_dir, "run.yaml")
-        ds_path = os.path.join(config_dir, "ds.json")
-        with open(run_path, "w", encoding="utf-8") as handle:
-            yaml.safe_dump(run_config_of(cell, args.tokens, args.prepared, run_dir), handle)
-        with open(ds_path, "w", encoding="utf-8") as handle:
-            json.dump(ds_config_of(cell, args.tokens, args.guard_safety,
-                                   args.adaptive_safety), handle, indent=2)
-        port = str(29600 + zlib.crc32(cell.name.encode()) % 300)
-        command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "1",
-                   "--master_port", port, "-m", "seesaw_ds.train", "--run-config", run_path,
-                   "--deepspeed_config", ds_path, "--no-progress"]
-        if os.path.isdir(os.path.join(run_dir, "checkpoints")):
-            command.append("--resume")
-        env = dict(os.environ, DS_ACCELERATOR="cpu", OMP_NUM_THREADS="1")
-        started = time.time()
-        with open(os.path.join(config_dir, "train.log"), "w", encoding="utf-8") as log:
-            proc = subprocess.run(command, cwd=_ROOT, env=env, stdout=log,
-                                  stderr=subprocess.STDOUT)
-        if proc.returncode != 0:
-            raise SystemExit(f"frontier: {cell.label()} failed (rc {proc.returncode}); see "
-                             f"{os.path.join(config_dir, 'train.log')}")
-        summary = _finished(run_dir)
-        print(f"frontier: {cell.label()} done in {time.time() - started:.0f} s: loss "
-              f"{summary['final_val_loss']:.4f}, {summary['optimizer_steps']} steps",
-              flush=True)
-    return {
-        "schedule": cell.schedule, "b0": cell.b0, "seed": cell.seed,
-        "final_val_loss": summary["final_val_loss"],
+def run_cell(cell: Cell, role: str, progress: str, wait: bool = False, out: str = OUT,
+             threads: int = 1) -> bool:
+    """Train ``cell`` unless finished; record it (only for the sweep's own folder). A cell
+    another sweep process is training is left to it (False), or with ``wait`` waited for."""
+    run_dir = os.path.join(_ROOT, out, cell.name)
+    os.makedirs(run_dir, exist_ok=True)
+    with open(os.path.join(run_dir, ".lock"), "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except OSError:
+            print(f"frontier: {progress} {cell.label()} is running in another sweep process",
+                  flush=True)
+            return False
+        summary = _summary(run_dir)
+        if summary is None:
+            curve = _curve() if cell.family == "planned" else None
+            run_path = os.path.join(run_dir, "run.json")
+            ds_path = os.path.join(run_dir, "ds.json")
+            write_json_atomic(run_path, testbed.run_config_of(cell, PREPARED, run_dir))
+            write_json_atomic(ds_path, testbed.ds_config_of(cell, curve))
+            command = [sys.executable, "-m", "seesaw_ds.train", "--run-config", run_path,
+                       "--deepspeed_config", ds_path, "--no-progress"]
+            if os.path.isfile(os.path.join(run_dir, "checkpoints", "latest")):
+                command.append("--resume")
+            env = dict(os.environ, DS_ACCELERATOR="cpu", OMP_NUM_THREADS=str(threads))
+            print(f"frontier: {progress} {cell.label()} ({role}) started", flush=True)
+            started = time.time()
+            with open(os.path.join(run_dir, "train.log"), "w", encoding="utf-8") as log:
+                code = subprocess.call(command, cwd=_ROOT, env=env, stdout=log,
+                                       stderr=subprocess.STDOUT)
+            summary = _summary(run_dir)
+            if code != 0 or summary is None:
+                raise SystemExit(f"frontier: {cell.label()} failed (exit {code}); see "
+                                 f"{os.path.join(run_dir, 'train.log')}")
+            print(f"frontier: {progress} {cell.label()} done in {time.time() - started:.0f} "
+                  f"s: loss {summary['final_val_loss']:.4f}, {summary['optimizer_steps']} "
+                  "steps", flush=True)
+    record = {
+        "schedule": cell.schedule, "b0": cell.b0, "peak_lr": cell.peak_lr, "seed": cell.seed,
+        "role": role, "final_val_loss": summary["final_val_loss"],
         "optimizer_steps": summary["optimizer_steps"], "tokens": summary["tokens"],
         "wall_seconds": summary["wall_seconds"],
         "final_global_batch": summary.get("final_global_batch"),
-        "command": _command(cell, args),
+        "command": f"python bench/frontier.py --only {cell.label()}",
         "summary_path": os.path.relpath(os.path.join(run_dir, "summary.json"), _ROOT),
     }
+    if out != OUT:
+        return True
+
+    def add(records):
+        runs = [r for r in records["runs"] if not (
+            r["schedule"], r["b0"], r["peak_lr"], r["seed"]) == (
+            cell.schedule, cell.b0, cell.peak_lr, cell.seed)]
+        records["runs"] = sorted(runs + [record], key=lambda r: (
+            r["role"], r["b0"], r["schedule"], r["peak_lr"], r["seed"]))
+    _save(add)
+    return True
 
 
-def _load_records() -> list:
-    if not os.path.isfile(RECORDS):
-        return []
-    with open(RECORDS, encoding="utf-8") as handle:
-        return json.load(handle)["runs"]
+def run_cells(cells, role: str, workers: int) -> None:
+    total = len(cells)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        futures = [pool.submit(run_cell, cell, role, f"[{i}/{total}]")
+                   for i, cell in enumerate(cells, 1)]
+        skipped = [cell for cell, future in zip(cells, futures) if not future.result()]
+    for cell in skipped:  # trained by another sweep process: wait for it, then record it
+        run_cell(cell, role, "[wait]", wait=True)
 
 
-def _save_records(runs: list, args) -> None:
-    runs = sorted(runs, key=lambda r: (r["b0"], r["schedule"], r["seed"]))
-    write_json_atomic(RECORDS, {"tokens": args.tokens, "model": "micro", "seq_length": 128,
-                                "guard_safety": args.guard_safety,
-                                "adaptive_safety": args.adaptive_safety, "runs": runs})
+def _role(cell: Cell) -> str:
+    return "tune" if cell.seed in testbed.TUNE_SEEDS else "judge"
 
 
-def report(runs: list) -> None:
-    side = {}
-    for run in runs:
-        reference = side_study_reference(run["schedule"])
-        if reference:
-            side.setdefault(reference, []).append(run)
-    runs = [run for run in runs if not side_study_reference(run["schedule"])]
-    print(format_frontier_table(runs))
-    frontier = frontier_report(runs)
-    if frontier:
-        best = frontier["best_cosine"]
-        print(f"\nbest cosine: B0 = {best['b0']}, loss {best['loss']:.4f} +- "
-              f"{best['loss_se']:.4f}, {best['steps']:.0f} steps")
-        print("| schedule | B0 | gap vs best cosine (paired) | steps ratio | reaches it |")
-        print("|---|---|---|---|---|")
-        for gap in frontier["vs_best_cosine"]:
-            print(f"| {gap['schedule']} | {gap['b0']} | {100 * gap['gap']:+.2f}% +- "
-                  f"{100 * gap['gap_se']:.2f}% | {gap['steps_ratio']:.3f} | "
-                  f"{'yes' if gap['reaches_best_cosine'] else 'no'} |")
-        beyond = frontier["beyond_cosine_frontier"]
-        print("\npoints no cosine run dominates (fewer or equal steps and lower or equal mean "
-              "loss): " + (", ".join(f"{r['schedule']}@{r['b0']} ({r['steps']:.0f} steps, "
-                                     f"{r['loss']:.4f})" for r in beyond) or "none"))
-        winner = frontier["fewest_steps_at_best_loss"]
-        if winner:
-            print(f"\nfewest steps at the best cosine loss: {winner['schedule']} @ B0 "
-                  f"{winner['b0']}: {winner['steps_ratio']:.3f} of its steps, gap "
-                  f"{100 * winner['gap']:+.2f}% +- {100 * winner['gap_se']:.2f}%")
-    plot_frontier(runs, FIGURE)
+def programme(workers: int, phase: str) -> None:
+    print(f"frontier: tuning: cosine at 3 peak LRs per B0 {list(testbed.B0S)}, seeds "
+          f"{list(testbed.TUNE_SEEDS)}", flush=True)
+    run_cells(testbed.tuning_cells(), "tune", workers)
+    runs = _load()["runs"]
+    lrs = testbed.choose_cosine_lrs(runs)
+    b0 = testbed.best_b0(runs, lrs)
+    print(f"frontier: chosen on the tuning seeds: peak LR per B0 {lrs}; best cosine B0 {b0}",
+          flush=True)
+    run_cells(testbed.grown_tuning_cells(lrs, b0), "tune", workers)
+    runs = _load()["runs"]
+    grown = {family: testbed.choose_safety(runs, family, lrs, b0)
+             for family in testbed.GROWN_SAFETIES}
+    for family, choice in grown.items():
+        print(f"frontier: {family} schedule safety {choice['safety']:g} (tuning gaps "
+              f"{choice['tuning_gaps']})", flush=True)
+
+    def keep(records):
+        records["choices"] = {"cosine_peak_lr": {str(k): v for k, v in lrs.items()},
+                              "best_tuning_b0": b0, "grown": grown,
+                              "tuning_seeds": list(testbed.TUNE_SEEDS),
+                              "judged_seeds": list(testbed.JUDGE_SEEDS)}
+    _save(keep)
+    if phase == "tune":
+        return
+    run_cells(testbed.judged_cells(lrs, {f: c["safety"] for f, c in grown.items()}), "judge",
+              workers)
+
+
+def _batch_paths(lrs, safety) -> dict:
+    """The planned batch paths (Seesaw's, the planned schedule's) per B0."""
+    from seesaw_ds.config import plan_from_ds_config
+
+    curve = _curve() if os.path.isfile(CBS_RECORD) else None
+    paths = {}
+    for schedule in ("seesaw", testbed.grown_name("planned", safety)):
+        for b0 in testbed.B0S:
+            if schedule != "seesaw" and curve is None:
+                continue
+            plan = plan_from_ds_config(testbed.ds_config_of(Cell(schedule, b0, lrs[b0], 0),
+                                                            curve), 1)
+            paths[f"{schedule} B0 {b0}"] = [(p.start_tokens, p.global_batch)
+                                            for p in plan.phases]
+    return paths
+
+
+def check_reproducible(label: str, threads: int) -> int:
+    """Train a recorded cell again with ``threads`` CPU threads in its own folder and compare
+    with its record: optimizer steps, last batch and final loss (relative difference);
+    appends the comparison to ``bench/records/frontier_reproducibility.json``."""
+    cell = Cell.parse(label)
+    recorded = next((r for r in _load()["runs"] if (r["schedule"], r["b0"], r["peak_lr"],
+                                                    r["seed"]) == (cell.schedule, cell.b0,
+                                                                   cell.peak_lr, cell.seed)),
+                    None)
+    if recorded is None:
+        raise SystemExit(f"frontier: {label} has no record to compare with; run it first.")
+    out = f"results/frontier_check/threads{threads}"
+    run_cell(cell, _role(cell), "[check]", wait=True, out=out, threads=threads)
+    again = _summary(os.path.join(_ROOT, out, cell.name))
+    relative = abs(again["final_val_loss"] / recorded["final_val_loss"] - 1.0)
+    row = {"cell": label, "threads": threads, "recorded_threads": 1,
+           "recorded_loss": recorded["final_val_loss"], "loss": again["final_val_loss"],
+           "relative_difference": relative,
+           "same_steps": again["optimizer_steps"] == recorded["optimizer_steps"],
+           "same_last_batch": again.get("final_global_batch") == recorded.get(
+               "final_global_batch")}
+    print(json.dumps(row, indent=1))
+    path = os.path.join(_ROOT, "bench", "records", "frontier_reproducibility.json")
+    rows = []
+    if os.path.isfile(path):
+        with open(path, encoding="utf-8") as handle:
+            rows = [r for r in json.load(handle) if (r["cell"], r["threads"]) != (label,
+                                                                                  threads)]
+    write_json_atomic(path, rows + [row])
+    return 0 if row["same_steps"] and row["same_last_batch"] else 1
+
+
+def report() -> int:
+    records = _load()
+    choices = records.get("choices")
+    if not choices:
+        print("frontier: no choices yet (the tuning cells are not all in)")
+        return 1
+    lrs = {int(k): v for k, v in choices["cosine_peak_lr"].items()}
+    result = testbed.judge(records["runs"], lrs)
+    print(testbed.format_judgement(result))
+    best = result["best_cosine"]
+    if best:
+        print(f"\nbest cosine (judged seeds): B0 {best['b0']}, peak LR {best['peak_lr']:g}, "
+              f"loss {best['loss']:.4f}")
+        print(f"target (gap upper 95% bound <= +{100 * testbed.TARGET_GAP:.1f}% in <= "
+              f"{testbed.TARGET_STEPS:.2f} of its steps): met by "
+              f"{', '.join(result['target']['met_by']) or 'none'}")
+        fewest = result["fewest_steps_noninferior"]
+        if fewest:
+            print(f"fewest steps non-inferior: {fewest['schedule']}@{fewest['b0']}: "
+                  f"{fewest['vs_best']['steps_ratio']:.3f} of its steps")
+
+    def keep(records):
+        records["judgement"] = result
+        records["testbed"] = {"model": "micro", "tokens": testbed.TOKENS,
+                              "seq_length": testbed.SEQ, "micro_batch": testbed.MICRO,
+                              "b0": list(testbed.B0S),
+                              "lr_grid": {str(k): v for k, v in testbed.LR_GRID.items()},
+                              "planned_growth": testbed.PLANNED_GROWTH,
+                              "adaptive": testbed.ADAPTIVE,
+                              "seesaw_growth": testbed.SEESAW_GROWTH}
+    _save(keep)
+    cbs = None
+    if os.path.isfile(CBS_RECORD):
+        with open(CBS_RECORD, encoding="utf-8") as handle:
+            cbs = json.load(handle)
+    testbed.plot_testbed(result, cbs, _batch_paths(lrs, choices["grown"]["planned"]["safety"]),
+                         FIGURE)
     print(f"\nfigure: {os.path.relpath(FIGURE, _ROOT)}")
-    if "cosine_wd" in side:
-        print(f"\nwith AdamW weight decay {WEIGHT_DECAY:g} (opt-in keys: _tau keeps the "
-              "weight-decay timescale, _b2 the beta2 half-life):")
-        print(format_frontier_table(side["cosine_wd"], reference="cosine_wd"))
-    if "cosine_fd" in side:
-        print("\ndata order fixed (data_seed 1234), the seed moves the model init only:")
-        print(format_frontier_table(side["cosine_fd"], reference="cosine_fd"))
+    return 0
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tokens", type=float, default=DEFAULTS["tokens"])
-    parser.add_argument("--b0", type=int, nargs="+", default=DEFAULTS["b0"])
-    parser.add_argument("--seeds", type=int, nargs="+", default=DEFAULTS["seeds"])
-    parser.add_argument("--schedules", nargs="+", default=list(SCHEDULES),
-                        choices=SCHEDULES + VARIANTS)
-    parser.add_argument("--only", help="one cell, schedule@B0/sSEED")
-    parser.add_argument("--out", default=DEFAULT_OUT,
-                        help="run folder; records are kept only for the default one")
-    parser.add_argument("--prepared", default="results/data/stdlib")
-    parser.add_argument("--guard-safety", type=float, default=1.0)
-    parser.add_argument("--adaptive-safety", type=float, default=0.5)
+    parser.add_argument("--workers", type=int, default=1,
+                        help="cells trained at once (one CPU core each)")
+    parser.add_argument("--phase", choices=("tune", "all"), default="all")
+    parser.add_argument("--only", help="one cell, schedule@B0/lrLR/sSEED")
     parser.add_argument("--report", action="store_true", help="only report finished runs")
+    parser.add_argument("--check", metavar="CELL",
+                        help="train a recorded cell again (--threads) and compare")
+    parser.add_argument("--threads", type=int, default=2,
+                        help="CPU threads of the --check run (the sweep uses 1)")
     args = parser.parse_args(argv)
-    if not os.path.isdir(os.path.join(_ROOT, args.prepared)):
+    if args.report:
+        return report()
+    if args.check:
+        return check_reproducible(args.check, args.threads)
+    if not os.path.isdir(os.path.join(_ROOT, PREPARED)):
         subprocess.run([sys.executable, "-m", "seesaw_ds.cli.main", "prepare", "--out",
-                        args.prepared, "--vocab-size", "2048"], cwd=_ROOT, check=True)
-    records = {(r["schedule"], r["b0"], r["seed"]): r for r in _load_records()}
-    if not args.report:
-        cells = ([Cell.parse(args.only)] if args.only else
-                 [Cell(s, b, seed) for seed in args.seeds for b in args.b0
-                  for s in args.schedules])
-        for index, cell in enumerate(cells, 1):
-            print(f"frontier: [{index}/{len(cells)}] {cell.label()}", flush=True)
-            record = run_cell(cell, args)
-            if os.path.normpath(args.out) != os.path.normpath(DEFAULT_OUT):
-                print(json.dumps(record))  # a check elsewhere never replaces a record
-                continue
-            # re-read first: several sweep processes may share the records file
-            records = {(r["schedule"], r["b0"], r["seed"]): r for r in _load_records()}
-            records[(cell.schedule, cell.b0, cell.seed)] = record
-            _save_records(list(records.values()), args)
-    report(list(records.values()))
-    return 0
+                        PREPARED, "--vocab-size", "2048"], cwd=_ROOT, check=True)
+    if args.only:
+        cell = Cell.parse(args.only)
+        run_cell(cell, _role(cell), "[1/1]")
+    else:
+        programme(max(1, args.workers), args.phase)
+    return report()
 
 
 if __name__ == "__main__":

@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, List, Sequence, Union
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["rank", "world_size", "barrier", "current_device", "all_mean"]
+__all__ = ["rank", "world_size", "barrier", "current_device", "all_mean", "cpu_shm_buffer_path",
+           "release_cpu_shm_buffer"]
 
 
 def rank() -> int:
@@ -81,3 +82,35 @@ def all_mean(values: Sequence[Union[float, "torch.Tensor"]]) -> List[float]:
         dist.all_reduce(tensor)
         tensor /= dist.get_world_size()
     return tensor.cpu().tolist()  # the one copy back to the host
+
+
+def cpu_shm_buffer_path(environ=None) -> str:
+    """The POSIX shared-memory file DeepSpeed's CPU comm op makes for this rank of a
+    multi-rank job (``/dev/shm/deepspeed_allreduce_buffer_<uid>_<addr>_<port>_<rank>``,
+    67 MB), or "" outside such a job."""
+    import os
+
+    env = os.environ if environ is None else environ
+    if int(env.get("WORLD_SIZE", "1")) < 2 or "MASTER_PORT" not in env:
+        return ""
+    return (f"/dev/shm/deepspeed_allreduce_buffer_{os.getuid()}_"
+            f"{env.get('MASTER_ADDR', '127.0.0.1')}_{env['MASTER_PORT']}_{env.get('RANK', '0')}")
+
+
+def release_cpu_shm_buffer() -> bool:
+    """Remove this rank's DeepSpeed CPU shared-memory buffer name as the run ends.
+
+    DeepSpeed creates it when a CPU job starts and never unlinks it, so every multi-rank CPU
+    run left 67 MB per rank in ``/dev/shm`` (RAM) for good: a test suite or a sweep filled the
+    machine's memory. Every rank mapped all buffers when the job started, so removing the
+    name does not disturb a rank still running. True when a file was removed."""
+    import os
+
+    path = cpu_shm_buffer_path()
+    if not path:
+        return False
+    try:
+        os.unlink(path)
+    except OSError:
+        return False
+    return True

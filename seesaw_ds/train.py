@@ -35,7 +35,7 @@ import time
 from typing import Dict, List, Optional
 
 from seesaw_ds.atomic_files import check_directory_creatable, finite_or_none, write_json_atomic
-from seesaw_ds.distributed import all_mean, barrier, rank, world_size
+from seesaw_ds.distributed import all_mean, barrier, rank, release_cpu_shm_buffer, world_size
 from seesaw_ds.errors import SeesawConfigError
 from seesaw_ds.training.divergence import Diverged, DivergencePolicy
 
@@ -353,6 +353,12 @@ class _Session:
             self.divergence.load_state_dict(client["train_state"].pop("divergence", {}))
             self.skipped_seen = int(getattr(self.engine, "skipped_steps", 0) or 0)
             self.state.update(client["train_state"])
+            # the checkpoint interval of this run's config, not the saved run's: a branch or
+            # a resumed run may set another one, or none (then only the final save)
+            interval = self.run.checkpoint.interval_tokens
+            self.state["next_checkpoint"] = (
+                (math.floor(hook.consumed_tokens / interval) + 1) * interval if interval
+                else math.inf)
             self.recorder.curve = client["curve"]
             self.log(f"resumed from {load_path} at step {hook.step}, "
                      f"{hook.consumed_tokens:,} tokens")
@@ -572,12 +578,16 @@ def _run(args, run, ds_config, validated) -> int:
     deepspeed.init_distributed(dist_backend=_backend())
     _set_device()
     log = (lambda message: print(message, flush=True)) if rank() == 0 else (lambda message: None)
-    engine, loader, valid_batches = _build(run, validated, ds_config, log, args.force_prepare)
-    code = _Session(args, run, validated, engine, loader, valid_batches, log).execute()
-    barrier()  # every rank done with its last collective before any tears down
-    engine.destroy()
-    if dist.is_initialized():
-        dist.destroy_process_group()
+    try:
+        engine, loader, valid_batches = _build(run, validated, ds_config, log,
+                                               args.force_prepare)
+        code = _Session(args, run, validated, engine, loader, valid_batches, log).execute()
+        barrier()  # every rank done with its last collective before any tears down
+        engine.destroy()
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    finally:
+        release_cpu_shm_buffer()
     return code
 
 

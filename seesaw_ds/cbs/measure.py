@@ -26,7 +26,7 @@ from seesaw_ds.cbs.branching import branch_ds_config, branch_lr, critical_batch
 from seesaw_ds.cbs.fit import fit_power_law
 from seesaw_ds.errors import SeesawConfigError
 
-__all__ = ["Checkpoint", "list_checkpoints", "BranchSet", "plan_branches", "measure",
+__all__ = ["Checkpoint", "list_checkpoints", "nearest_checkpoints", "BranchSet", "plan_branches", "measure",
            "plot_cbs"]
 
 _TAG = re.compile(r"^global_step(\d+)$")
@@ -72,6 +72,13 @@ def _lcm(values: Sequence[int]) -> int:
     for value in values:
         result = result * value // math.gcd(result, value)
     return result
+
+
+def nearest_checkpoints(checkpoints: Sequence[Checkpoint],
+                        at_tokens: Sequence[float]) -> List[Checkpoint]:
+    """The checkpoint nearest each of ``at_tokens`` (each chosen once), by token count."""
+    chosen = {min(checkpoints, key=lambda c: abs(c.tokens - target)) for target in at_tokens}
+    return sorted(chosen, key=lambda c: c.tokens)
 
 
 def branch_tokens_aligned(branch_tokens: float, batches: Sequence[int], seq_length: int) -> int:
@@ -212,9 +219,11 @@ def run_branch(branches: BranchSet, batch: int, base_run: dict, base_checkpoint_
 
 def measure(run_config_path: str, ds_config_path: str, out_dir: str, batches: Sequence[int],
             branch_tokens: float, tolerance: float, base_output_dir: Optional[str] = None,
-            max_tokens: Optional[float] = None, nproc: int = 1,
+            max_tokens: Optional[float] = None, at_tokens: Optional[Sequence[float]] = None,
+            nproc: int = 1,
             keep_checkpoints: bool = False, log: Callable[[str], None] = print) -> dict:
-    """Branch from every checkpoint of the base run (up to ``max_tokens``), decide the
+    """Branch from every checkpoint of the base run (up to ``max_tokens``; with
+    ``at_tokens``, only the checkpoint nearest each of those token counts), decide the
     critical batch of each and fit the curve; writes ``<out_dir>/cbs.json`` and returns it."""
     from seesaw_ds.config import load_config_file
     from seesaw_ds.run_config import load_run_config
@@ -235,6 +244,8 @@ def measure(run_config_path: str, ds_config_path: str, out_dir: str, batches: Se
         raise SeesawConfigError(
             f"cbs: no checkpoint in {run.checkpoint_dir} (up to --max-tokens): train the base "
             "run with checkpoint.interval_tokens set in its run config.")
+    if at_tokens:
+        checkpoints = nearest_checkpoints(checkpoints, at_tokens)
     from seesaw_ds.config import plan_from_ds_config
 
     total = plan_from_ds_config(base_ds, nproc).total_tokens

@@ -74,6 +74,15 @@ def check_guard_supported(section, zero_stage: int, compute_grad_norm: bool = Tr
             "zero_optimization.compute_grad_norm = false: remove that key.")
 
 
+def _starting_probe_size(policy, ladder) -> ProbeSize:
+    """The ranks' first micro-batches, or ``adaptive.probe_samples``-sample small batches
+    over the same samples (at least one)."""
+    samples = getattr(getattr(policy, "schedule", None), "probe_samples", None)
+    if samples is None:
+        return ProbeSize(ladder.micro_batch, ladder.dp_size)
+    return ProbeSize(samples, max(1, ladder.micro_batch * ladder.dp_size // samples))
+
+
 class GuardDriver:
     """Feeds an online policy (the critical-batch guard, or the adaptive schedule's growth)
     with measurements and hands its plans to the engine hook."""
@@ -85,7 +94,7 @@ class GuardDriver:
         self.engine = engine
         self.ladder = engine.seesaw.plan  # the plan as configured, without the guard's limits
         # The probe in samples: this layout's first micro-batches, unless a checkpoint says.
-        self.probe_size = ProbeSize(self.ladder.micro_batch, self.ladder.dp_size)
+        self.probe_size = _starting_probe_size(policy, self.ladder)
         self.log = log
         self.small_sq: Optional[float] = None
         self.small_batch: Optional[int] = None

@@ -37,6 +37,9 @@ def add_parser(subparsers) -> None:
                         help="relative loss tolerance against the smallest batch (0.01)")
     parser.add_argument("--max-tokens", default=None,
                         help="use checkpoints up to this token count only")
+    parser.add_argument("--at-tokens", default=None,
+                        help="comma-separated token counts: branch only from the checkpoint "
+                        "nearest each (e.g. 6e4,2.5e5,1e6); default every checkpoint")
     parser.add_argument("--nproc", type=int, default=1,
                         help="ranks per branch (torchrun when > 1)")
     parser.add_argument("--keep-checkpoints", action="store_true",
@@ -54,11 +57,17 @@ def run(args: argparse.Namespace) -> int:
     tokens = parse_token_count("--branch-tokens", args.branch_tokens)
     max_tokens = (None if args.max_tokens is None
                   else parse_token_count("--max-tokens", args.max_tokens))
+    at_tokens = (None if args.at_tokens is None else
+                 [parse_token_count("--at-tokens", part) for part in
+                  str(args.at_tokens).split(",") if part.strip()])
+    if at_tokens is not None and not at_tokens:
+        raise SeesawConfigError(f"cbs: --at-tokens = {args.at_tokens!r} lists no token "
+                                "count; give e.g. --at-tokens 6e4,2.5e5,1e6.")
     if args.nproc < 1:
         raise SeesawConfigError(f"cbs: --nproc = {args.nproc} must be >= 1.")
     record = measure(args.run_config, args.deepspeed_config, args.out, batches, tokens,
                      args.tolerance, base_output_dir=args.base_output_dir,
-                     max_tokens=max_tokens, nproc=args.nproc,
+                     max_tokens=max_tokens, at_tokens=at_tokens, nproc=args.nproc,
                      keep_checkpoints=args.keep_checkpoints)
     png = os.path.join(args.out, "cbs.png")
     plot_cbs(record, png)

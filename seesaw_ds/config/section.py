@@ -70,7 +70,7 @@ KEY_TYPES: Dict[str, str] = {
     "cbs_guard.action": "choice",
     "adaptive.safety_factor": "number", "adaptive.lr_ceiling": "number",
     "adaptive.ema_decay": "number", "adaptive.min_samples": "int",
-    "adaptive.confidence": "number|null",
+    "adaptive.confidence": "number|null", "adaptive.probe_samples": "int|null",
 }
 
 _SCHEDULE_KEYS = {
@@ -100,7 +100,8 @@ _LR_KEYS = {
     "inverse_sqrt": {"timescale_tokens"},
 }
 _CBS_GUARD_KEYS = {"enabled", "ema_decay", "safety_factor", "min_samples", "action"}
-_ADAPTIVE_KEYS = {"safety_factor", "lr_ceiling", "ema_decay", "min_samples", "confidence"}
+_ADAPTIVE_KEYS = {"safety_factor", "lr_ceiling", "ema_decay", "min_samples", "confidence",
+                  "probe_samples"}
 
 
 def parse_token_count(field: str, value: Any) -> float:
@@ -319,8 +320,9 @@ def _parse_adaptive(value: Any) -> Dict[str, Any]:
         raise SeesawConfigError(
             "seesaw.adaptive must be an object, e.g. {\"safety_factor\": 0.5}.")
     _reject_unknown("seesaw.adaptive", value, _ADAPTIVE_KEYS, "")
-    return {key: None if key == "confidence" and item is None else
-            _number(f"seesaw.adaptive.{key}", item, int if key == "min_samples" else float)
+    integers = ("min_samples", "probe_samples")
+    return {key: None if key in ("confidence", "probe_samples") and item is None else
+            _number(f"seesaw.adaptive.{key}", item, int if key in integers else float)
             for key, item in value.items()}
 
 

@@ -28,7 +28,7 @@ PHASES_FIELD = "plan.phases"
 _LAYOUT_KEYS = ("micro_batch", "grad_accum", "steps")
 # ``seesaw.adaptive``'s keys (config.section), flattened into the batch options when parsed
 ADAPTIVE_OPTIONS = frozenset({"safety_factor", "lr_ceiling", "ema_decay", "min_samples",
-                              "confidence"})
+                              "confidence", "probe_samples"})
 
 
 def _plain(value: Any) -> Any:

@@ -341,6 +341,12 @@ class AdaptiveBatch(SeesawBatch):
             next rung is <= ``safety_factor x`` the interval's lower bound (at most one rung
             per new measurement), and release a floor while it is above ``safety_factor x``
             the upper bound (``seesaw_ds.cbs.adaptive``).
+        probe_samples: None (the default: the probe's small batches are the ranks' first
+            micro-batches) or the samples in each small batch, e.g. 1: the probe then
+            measures ``micro x dp / probe_samples`` small batches of that size, the same
+            samples at the same cost, so the estimator's two batch sizes (this and the global
+            batch) lie far apart; with micro-batch 4 at a global batch 8 they differ only 2x
+            and the estimate is noisy.
     """
 
     safety_factor: float = 0.25
@@ -348,6 +354,7 @@ class AdaptiveBatch(SeesawBatch):
     ema_decay: float = 0.9
     min_samples: int = 3
     confidence: Optional[float] = None
+    probe_samples: Optional[int] = None
 
     type_name: ClassVar[str] = "adaptive"
 
@@ -360,6 +367,8 @@ class AdaptiveBatch(SeesawBatch):
             (self.min_samples >= 1, "adaptive.min_samples", "an integer >= 1"),
             (self.confidence is None or 0.5 <= self.confidence < 1.0, "adaptive.confidence",
              "null or in [0.5, 1), e.g. 0.9"),
+            (self.probe_samples is None or self.probe_samples >= 1, "adaptive.probe_samples",
+             "null or an integer >= 1, e.g. 1"),
         ]
         for ok, name, expected in checks:
             if not ok:
@@ -369,6 +378,15 @@ class AdaptiveBatch(SeesawBatch):
 
     def largest_batch(self, initial_batch: int) -> Optional[int]:
         return self.max_batch or AUTO_BATCH_BOUND * initial_batch
+
+    def phases(self, base: LRSchedule, initial_batch: int, batch_multiple: int,
+               seq_length: int) -> List[Phase]:
+        if self.probe_samples is not None and self.probe_samples >= initial_batch:
+            raise SeesawConfigError(
+                f"seesaw.adaptive.probe_samples = {self.probe_samples} must be below the "
+                f"initial batch (train_batch_size = {initial_batch}): the probe compares its "
+                "small batches with the global batch; use e.g. 1.")
+        return super().phases(base, initial_batch, batch_multiple, seq_length)
 
 
 def _close_intervals(phases: List[Phase], total: float) -> List[Phase]:

@@ -10,7 +10,8 @@ import pytest
 from seesaw_ds.cbs.branching import (branch_ds_config, branch_lr, critical_batch,
                                      parse_batches)
 from seesaw_ds.cbs.fit import PowerLaw, fit_power_law
-from seesaw_ds.cbs.measure import Checkpoint, branch_tokens_aligned, plan_branches
+from seesaw_ds.cbs.measure import (Checkpoint, branch_tokens_aligned, nearest_checkpoints,
+                                   plan_branches)
 from seesaw_ds.config import plan_from_ds_config
 from seesaw_ds.errors import SeesawConfigError
 
@@ -143,3 +144,9 @@ def test_cbs_cli_refuses_a_run_without_checkpoints_in_one_line(tmp_path, capsys)
     assert "--batches" in capsys.readouterr().err
     assert main(args + ["--batches", "8,16", "--tolerance", "2"]) == 2
     assert "--tolerance" in capsys.readouterr().err
+
+
+def test_at_tokens_picks_the_nearest_checkpoint_once_each():
+    found = [Checkpoint(f"global_step{i}", 62_500 * i) for i in range(1, 9)]
+    chosen = nearest_checkpoints(found, [6e4, 2.5e5, 2.6e5, 1e7])
+    assert [c.tokens for c in chosen] == [62_500, 250_000, 500_000]

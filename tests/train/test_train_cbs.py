@@ -1,5 +1,5 @@
 """`seesaw-ds cbs` end to end: a tiny one-rank run with checkpoints, branches at two batches
-from the first one (`--max-tokens`; each branch a real `python -m seesaw_ds.train` job),
+from the checkpoint nearest 9,000 tokens (`--at-tokens`; each branch a real `python -m seesaw_ds.train` job),
 the JSON record, the figure, and a rerun that trains nothing (every branch's summary is
 there). Three process launches in all: the slow part is importing DeepSpeed."""
 
@@ -16,14 +16,17 @@ from train_common import REPO, SEQ, ds_config, job_env, run_config, write_config
 
 TOTAL = 2.4e4          # 47 steps of 8 x 64 tokens
 CHECKPOINT = 1.0e4     # checkpoints at 10,240 and 20,480 tokens (and the final one)
-BRANCH = 2.0e3         # rounded up to 2,048: 4 steps at batch 8, 2 at batch 16
+# rounded up to 12,288: 24 steps at batch 8, 12 at batch 16; the branches pass 20,000
+# tokens, where the base run's saved state had its next checkpoint (a branch saves none)
+BRANCH = 1.2e4
+BRANCH_ALIGNED = 12288
 
 
 def _cbs(run_path, ds_path, base_out, out):
     command = [sys.executable, "-m", "seesaw_ds.cli.main", "cbs", "--run-config",
                str(run_path), "--deepspeed_config", str(ds_path), "--base-output-dir",
                str(base_out), "--out", str(out), "--batches", "8,16", "--branch-tokens",
-               str(BRANCH), "--tolerance", "0.5", "--max-tokens", "1.5e4"]
+               str(BRANCH), "--tolerance", "0.5", "--at-tokens", "9e3"]
     proc = subprocess.run(command, cwd=str(REPO), env=job_env(), capture_output=True,
                           text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -49,7 +52,7 @@ def test_cbs_branches_decide_fit_plot_and_resume(tmp_path):
     out = tmp_path / "cbs"
     log = _cbs(run_path, ds_path, base, out)
     record = json.loads((out / "cbs.json").read_text())
-    assert record["branch_tokens"] == 2048 and record["batches"] == [8, 16]
+    assert record["branch_tokens"] == BRANCH_ALIGNED and record["batches"] == [8, 16]
     assert [c["tokens"] for c in record["checkpoints"]] == [10240]
     for row in record["checkpoints"]:
         # the base's batch and LR of the next step; lr / sqrt(B) kept on each branch
@@ -62,11 +65,11 @@ def test_cbs_branches_decide_fit_plot_and_resume(tmp_path):
         for batch in (8, 16):
             branch = out / f"t{row['tokens']}" / f"B{batch}"
             curve = json.loads((branch / "curve.json").read_text())
-            assert curve[-1]["tokens"] == row["tokens"] + 2048
+            assert curve[-1]["tokens"] == row["tokens"] + BRANCH_ALIGNED
             assert row["losses"][str(batch)] == curve[-1]["val_loss"]
             steps = [r for r in (branch / "steps.csv").read_text().splitlines()[1:]
                      if int(r.split(",")[1]) > row["tokens"]]
-            assert len(steps) == 2048 // (batch * SEQ)
+            assert len(steps) == BRANCH_ALIGNED // (batch * SEQ)
             assert all(int(r.split(",")[3]) == batch for r in steps)
             assert math.isclose(float(steps[0].split(",")[2]), row["branch_lrs"][str(batch)],
                                 rel_tol=1e-8)
