@@ -221,6 +221,13 @@ def check_reproducible(label: str, threads: int) -> int:
            "same_steps": again["optimizer_steps"] == recorded["optimizer_steps"],
            "same_last_batch": again.get("final_global_batch") == recorded.get(
                "final_global_batch")}
+    with open(os.path.join(_ROOT, recorded["summary_path"]), encoding="utf-8") as handle:
+        first = json.load(handle)
+    if "cbs_guard" in first:  # an online schedule: the same decisions at the same tokens
+        decisions = [[(d["tokens"], d.get("floor"), d.get("cap")) for d in
+                      s.get("cbs_guard", {}).get("decisions", [])] for s in (first, again)]
+        row["same_decisions"] = decisions[0] == decisions[1]
+        row["decisions"] = len(decisions[0])
     print(json.dumps(row, indent=1))
     path = os.path.join(_ROOT, "bench", "records", "frontier_reproducibility.json")
     rows = []
@@ -229,7 +236,8 @@ def check_reproducible(label: str, threads: int) -> int:
             rows = [r for r in json.load(handle) if (r["cell"], r["threads"]) != (label,
                                                                                   threads)]
     write_json_atomic(path, rows + [row])
-    return 0 if row["same_steps"] and row["same_last_batch"] else 1
+    return 0 if row["same_steps"] and row["same_last_batch"] and row.get(
+        "same_decisions", True) else 1
 
 
 def report() -> int:

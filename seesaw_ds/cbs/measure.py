@@ -306,9 +306,11 @@ def plot_cbs(record: dict, path: str) -> None:
             ax.plot(xs, ys, marker, label=label, fillstyle="full" if not censored else "none")
     fit = PowerLaw.from_dict(record["fit"])
     lo, hi = min(r["tokens"] for r in rows), max(r["tokens"] for r in rows)
-    grid = [lo + (hi - lo) * i / 50 for i in range(51)] if hi > lo else [lo]
+    grid = [lo * (hi / lo) ** (i / 50) for i in range(51)] if hi > lo else [lo]
     ax.plot(grid, [fit(t) for t in grid], "-",
             label=f"fit {fit.a:.3g} x t^{fit.b:.2f}")
+    ax.set_xscale("log")
+    ax.set_yscale("log", base=2)
     ax.set_xlabel("tokens at the checkpoint")
     ax.set_ylabel("critical batch (samples)")
     ax.set_title(f"branches of {record['branch_tokens']:,} tokens, tolerance "

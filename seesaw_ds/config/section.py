@@ -24,8 +24,8 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 from seesaw_ds.config.typed import (
     boolean, choice, close_match, key_name, number, token_count, whole)
 from seesaw_ds.errors import SeesawConfigError
-from seesaw_ds.schedules.batch_schedules import _LR_SCALINGS as LR_SCALINGS
-from seesaw_ds.schedules.lr_schedules import _WSD_TAILS as WSD_TAILS
+from seesaw_ds.schedules.batch_schedules import LR_SCALINGS
+from seesaw_ds.schedules.lr_schedules import WSD_TAILS
 from seesaw_ds.schedules.multiples import check_no_online_decisions, parse_multiple_stages
 from seesaw_ds.schedules.optimizer_scaling import OptimizerScaling
 from seesaw_ds.schedules import (

@@ -35,11 +35,12 @@ __all__ = [
     "BATCH_SCHEDULES",
     "round_to_multiple",
     "SeesawStabilityWarning",
+    "LR_SCALINGS",
 ]
 
 _MAX_MILESTONES = 10_000
 _LEVEL_SLACK = 1e-12
-_LR_SCALINGS = ("none", "sqrt")
+LR_SCALINGS = ("none", "sqrt")
 
 
 class SeesawStabilityWarning(UserWarning):
@@ -399,7 +400,7 @@ def _close_intervals(phases: List[Phase], total: float) -> List[Phase]:
 
 
 def _check_lr_scaling(lr_scaling: str) -> None:
-    if lr_scaling not in _LR_SCALINGS:
+    if lr_scaling not in LR_SCALINGS:
         raise SeesawConfigError(
             f"seesaw.lr_scaling = {lr_scaling!r} is unknown: use 'none' (the LR follows the "
             "base schedule, so a larger batch lowers lr / sqrt(B)) or 'sqrt' (LR x "

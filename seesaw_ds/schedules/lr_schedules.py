@@ -27,6 +27,7 @@ __all__ = [
     "StepDecayLR",
     "InverseSqrtLR",
     "LR_SCHEDULES",
+    "WSD_TAILS",
 ]
 
 _BISECTION_TOLERANCE_TOKENS = 1e-3
@@ -204,7 +205,7 @@ class LinearLR(LRSchedule):
         return self.warmup_tokens + progress * (self.total_tokens - self.warmup_tokens)
 
 
-_WSD_TAILS = ("linear", "cosine", "1-sqrt")
+WSD_TAILS = ("linear", "cosine", "1-sqrt")
 
 
 @dataclass(frozen=True)
@@ -224,9 +225,9 @@ class WSDLR(LRSchedule):
     def __post_init__(self) -> None:
         super().__post_init__()
         _check_factor("final_factor", self.final_factor)
-        if self.tail not in _WSD_TAILS:
+        if self.tail not in WSD_TAILS:
             raise SeesawConfigError(
-                f"lr_schedule.tail = {self.tail!r} is unknown: use one of {list(_WSD_TAILS)}."
+                f"lr_schedule.tail = {self.tail!r} is unknown: use one of {list(WSD_TAILS)}."
             )
         if not 0 < self.decay_tokens <= self.total_tokens - self.warmup_tokens:
             raise SeesawConfigError(

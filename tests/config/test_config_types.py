@@ -31,7 +31,7 @@ VALID = [
      "lr_schedule": COSINE},
     {"total_tokens": 1e9, "seq_length": 512, "batch_schedule": "adaptive",
      "adaptive": {"safety_factor": 0.5, "lr_ceiling": 2.0, "ema_decay": 0.9, "min_samples": 2,
-                  "confidence": 0.9},
+                  "confidence": 0.9, "probe_samples": 1},
      "lr_schedule": {"type": "wsd", "warmup_tokens": "10M", "decay_tokens": "200M",
                      "final_factor": 0.1, "tail": "cosine"}},
     {"total_tokens": 1e9, "seq_length": 512, "batch_schedule": "linear_ramp",
