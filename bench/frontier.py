@@ -41,6 +41,7 @@ CBS_RECORD = os.path.join(_ROOT, "bench", "records", "cbs_testbed.json")
 OUT = "results/frontier"
 PREPARED = "results/data/stdlib"
 _LOCK = threading.Lock()
+DIVERGED_EXIT = 3  # seesaw_ds.train: the divergence policy stopped the run
 
 
 def _load() -> dict:
@@ -73,12 +74,15 @@ def _curve():
 
 
 def _summary(run_dir: str):
+    """The cell's summary once it finished, or once the divergence policy stopped it (a
+    result too: that schedule diverged there); else None."""
     path = os.path.join(run_dir, "summary.json")
     if not os.path.isfile(path):
         return None
     with open(path, encoding="utf-8") as handle:
         summary = json.load(handle)
-    return summary if summary.get("finished") else None
+    diverged = (summary.get("divergence") or {}).get("diverged")
+    return summary if summary.get("finished") or diverged else None
 
 
 def run_cell(cell: Cell, role: str, progress: str, wait: bool = False, out: str = OUT,
@@ -112,15 +116,19 @@ def run_cell(cell: Cell, role: str, progress: str, wait: bool = False, out: str 
                 code = subprocess.call(command, cwd=_ROOT, env=env, stdout=log,
                                        stderr=subprocess.STDOUT)
             summary = _summary(run_dir)
-            if code != 0 or summary is None:
+            if code not in (0, DIVERGED_EXIT) or summary is None:
                 raise SystemExit(f"frontier: {cell.label()} failed (exit {code}); see "
                                  f"{os.path.join(run_dir, 'train.log')}")
-            print(f"frontier: {progress} {cell.label()} done in {time.time() - started:.0f} "
-                  f"s: loss {summary['final_val_loss']:.4f}, {summary['optimizer_steps']} "
-                  "steps", flush=True)
+            loss = summary["final_val_loss"] if code == 0 else None
+            print(f"frontier: {progress} {cell.label()} "
+                  f"{'done' if code == 0 else 'DIVERGED'} in {time.time() - started:.0f} s: "
+                  f"loss {'-' if loss is None else f'{loss:.4f}'}, "
+                  f"{summary['optimizer_steps']} steps", flush=True)
+    diverged = bool((summary.get("divergence") or {}).get("diverged"))
     record = {
         "schedule": cell.schedule, "b0": cell.b0, "peak_lr": cell.peak_lr, "seed": cell.seed,
-        "role": role, "final_val_loss": summary["final_val_loss"],
+        "role": role, "final_val_loss": None if diverged else summary["final_val_loss"],
+        "diverged": diverged,
         "optimizer_steps": summary["optimizer_steps"], "tokens": summary["tokens"],
         "wall_seconds": summary["wall_seconds"],
         "final_global_batch": summary.get("final_global_batch"),
@@ -158,8 +166,16 @@ def programme(workers: int, phase: str) -> None:
     print(f"frontier: tuning: cosine at 3 peak LRs per B0 {list(testbed.B0S)}, seeds "
           f"{list(testbed.TUNE_SEEDS)}", flush=True)
     run_cells(testbed.tuning_cells(), "tune", workers)
+    lrs = testbed.choose_cosine_lrs(_load()["runs"])
+    while True:  # the best LR of a B0 on the grid's edge: one more LR past it
+        extra = testbed.lr_extensions(_load()["runs"], lrs)
+        if not extra:
+            break
+        print(f"frontier: best LR on the grid's edge: tuning {sorted({c.label() for c in extra})}",
+              flush=True)
+        run_cells(extra, "tune", workers)
+        lrs = testbed.choose_cosine_lrs(_load()["runs"])
     runs = _load()["runs"]
-    lrs = testbed.choose_cosine_lrs(runs)
     b0 = testbed.best_b0(runs, lrs)
     print(f"frontier: chosen on the tuning seeds: peak LR per B0 {lrs}; best cosine B0 {b0}",
           flush=True)

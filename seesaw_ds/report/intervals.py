@@ -53,10 +53,13 @@ class Interval:
 
 
 def mean_interval(values: Sequence[float]) -> Interval:
-    """The mean of ``values`` and its 95% t interval (``df = n - 1``)."""
+    """The mean of ``values`` and its 95% t interval (``df = n - 1``); any ``+inf`` (a
+    diverged run's gap) makes the whole interval ``+inf``."""
     values = [float(v) for v in values]
     if not values:
         raise ValueError("mean_interval needs at least one value")
+    if any(math.isinf(v) and v > 0 for v in values):  # a diverged run: worse than any
+        return Interval(math.inf, math.inf, math.inf, len(values))
     mean = statistics.fmean(values)
     if len(values) < 2:
         return Interval(mean, math.nan, math.nan, 1)

@@ -10,7 +10,8 @@ branching (``bench/cbs_testbed.sh``).
 The programme, in order (every choice is made before the seeds that judge it run):
 
 1. **tune** on seeds 100 and 101: cosine at three peak LRs per B0 (a factor 2 apart, centred
-   on the square-root rule); the planned schedule (from the measured critical-batch curve)
+   on the square-root rule; where the best sits on the grid's edge, the grid is extended by
+   a factor 2 past it, up to twice); the planned schedule (from the measured critical-batch curve)
    and the adaptive one (online, confidence rule, 1-sample probe) at three safety factors
    each, at the B0 of the best tuned cosine.
 2. **choose** from the tuning seeds only: the peak LR per B0 (lowest mean loss), each grown
@@ -34,9 +35,9 @@ from seesaw_ds.report.intervals import Interval, mean_interval, verdict
 
 __all__ = ["TOKENS", "SEQ", "MICRO", "B0S", "LR_GRID", "TUNE_SEEDS", "JUDGE_SEEDS",
            "GROWN_SAFETIES", "TARGET_GAP", "TARGET_STEPS", "Cell", "ds_config_of",
-           "run_config_of", "tuning_cells", "choose_cosine_lrs", "best_b0",
-           "grown_tuning_cells", "choose_safety", "grown_name", "judged_cells", "judge", "format_judgement",
-           "plot_testbed"]
+           "run_config_of", "tuning_cells", "choose_cosine_lrs", "lr_extensions", "best_b0",
+           "grown_tuning_cells", "choose_safety", "grown_name", "judged_cells", "judge",
+           "format_judgement", "plot_testbed"]
 
 TOKENS = 2_000_000
 SEQ = 128
@@ -151,6 +152,12 @@ def run_config_of(cell: Cell, prepared_dir: str, output_dir: str) -> Dict:
 
 # ---- the programme --------------------------------------------------------------------------
 
+def loss_of(run: Mapping) -> float:
+    """A run's final loss; a diverged run (``final_val_loss`` null) counts as ``+inf``."""
+    value = run.get("final_val_loss")
+    return math.inf if value is None else float(value)
+
+
 def _by_cell(runs: Sequence[Mapping]) -> Dict[Tuple[str, int, float, int], Mapping]:
     return {(r["schedule"], r["b0"], float(r["peak_lr"]), r["seed"]): r for r in runs}
 
@@ -158,7 +165,7 @@ def _by_cell(runs: Sequence[Mapping]) -> Dict[Tuple[str, int, float, int], Mappi
 def _mean_loss(runs: Sequence[Mapping], schedule: str, b0: int, lr: float,
                seeds: Sequence[int]) -> Optional[float]:
     table = _by_cell(runs)
-    losses = [table[(schedule, b0, lr, s)]["final_val_loss"] for s in seeds
+    losses = [loss_of(table[(schedule, b0, lr, s)]) for s in seeds
               if (schedule, b0, lr, s) in table]
     return statistics.fmean(losses) if len(losses) == len(seeds) else None
 
@@ -168,16 +175,41 @@ def tuning_cells() -> List[Cell]:
             for seed in TUNE_SEEDS]
 
 
+def _tuned_grid(runs: Sequence[Mapping], b0: int) -> List[float]:
+    """The grid LRs of ``b0`` plus every LR the grid was extended by (a cosine run of a
+    tuning seed at ``b0``), ascending."""
+    extra = {float(r["peak_lr"]) for r in runs if r["schedule"] == "cosine"
+             and r["b0"] == b0 and r["seed"] in TUNE_SEEDS}
+    return sorted(set(LR_GRID[b0]) | extra)
+
+
 def choose_cosine_lrs(runs: Sequence[Mapping]) -> Optional[Dict[int, float]]:
-    """Per B0 the grid LR with the lowest mean loss over the tuning seeds (None until every
-    tuning cell is in)."""
+    """Per B0 the LR with the lowest mean loss over the tuning seeds, among the grid and
+    its extensions (None until every cell of those is in)."""
     chosen = {}
     for b0 in B0S:
-        means = {lr: _mean_loss(runs, "cosine", b0, lr, TUNE_SEEDS) for lr in LR_GRID[b0]}
+        means = {lr: _mean_loss(runs, "cosine", b0, lr, TUNE_SEEDS)
+                 for lr in _tuned_grid(runs, b0)}
         if any(m is None for m in means.values()):
             return None
         chosen[b0] = min(means, key=means.get)
     return chosen
+
+
+def lr_extensions(runs: Sequence[Mapping], lrs: Mapping[int, float],
+                  max_extra: int = 2) -> List[Cell]:
+    """Tuning cells one factor 2 past the grid's edge where the best LR sits on that edge
+    (so the chosen LR is an interior optimum), at most ``max_extra`` LRs added per B0."""
+    cells = []
+    for b0, best in lrs.items():
+        grid = _tuned_grid(runs, b0)
+        if len(grid) - len(LR_GRID[b0]) >= max_extra:
+            continue
+        step = 0.5 if best == grid[0] else 2.0 if best == grid[-1] else None
+        if step is not None:
+            cells += [Cell("cosine", b0, float(f"{best * step:.6g}"), seed)
+                      for seed in TUNE_SEEDS]
+    return cells
 
 
 def best_b0(runs: Sequence[Mapping], lrs: Mapping[int, float],
@@ -206,8 +238,7 @@ def choose_safety(runs: Sequence[Mapping], family: str, lrs: Mapping[int, float]
                   table.get(("cosine", b0, lrs[b0], s))) for s in TUNE_SEEDS]
         if any(a is None or b is None for a, b in pairs):
             return None
-        gaps[safety] = statistics.fmean(a["final_val_loss"] / b["final_val_loss"] - 1
-                                        for a, b in pairs)
+        gaps[safety] = statistics.fmean(loss_of(a) / loss_of(b) - 1 for a, b in pairs)
     within = [s for s in safeties if gaps[s] <= TARGET_GAP]
     chosen = max(within) if within else min(gaps, key=gaps.get)
     return {"safety": chosen, "b0": b0, "tuning_gaps": {f"{s:g}": g for s, g in gaps.items()}}
@@ -229,7 +260,7 @@ def _paired(runs: Mapping, key: Tuple[str, int, float], ref: Tuple[str, int, flo
         run, base = runs.get((*key, seed)), runs.get((*ref, seed))
         if run is None or base is None:
             continue
-        gaps.append(run["final_val_loss"] / base["final_val_loss"] - 1.0)
+        gaps.append(loss_of(run) / loss_of(base) - 1.0)
         ratios.append(run["optimizer_steps"] / base["optimizer_steps"])
     if not gaps:
         return None
@@ -257,9 +288,10 @@ def judge(runs: Sequence[Mapping], lrs: Mapping[int, float],
     rows = []
     for key in keys:
         group = [table[(*key, s)] for s in seeds if (*key, s) in table]
-        loss = mean_interval([r["final_val_loss"] for r in group])
+        loss = mean_interval([loss_of(r) for r in group])
         row = {"schedule": key[0], "b0": key[1], "peak_lr": key[2], "seeds": len(group),
-               "loss": loss.to_dict(),
+               "loss": loss.to_dict(), "diverged": sum(r.get("diverged", False)
+                                                       for r in group),
                "steps": statistics.fmean(r["optimizer_steps"] for r in group),
                "final_batch": statistics.fmean(r.get("final_global_batch") or key[1]
                                                for r in group)}
@@ -287,6 +319,8 @@ def judge(runs: Sequence[Mapping], lrs: Mapping[int, float],
 
 
 def _pct(interval: Mapping) -> str:
+    if interval["mean"] is None or math.isinf(interval["mean"]):
+        return "diverged"
     if interval["n"] < 2 or not math.isfinite(interval["low"]):
         return f"{100 * interval['mean']:+.2f}%"
     return (f"{100 * interval['mean']:+.2f}% [{100 * interval['low']:+.2f}, "
@@ -302,6 +336,8 @@ def format_judgement(result: Mapping) -> str:
     for row in result["rows"]:
         loss = row["loss"]
         ci = (f" [{loss['low']:.4f}, {loss['high']:.4f}]" if loss["n"] > 1 else "")
+        if math.isinf(loss["mean"]):
+            ci = f" ({row['diverged']} diverged)"
         same, best = row.get("vs_same_b0"), row.get("vs_best")
         lines.append(
             f"| {row['schedule']} | {row['b0']} | {row['peak_lr']:g} | {row['seeds']} | "
@@ -326,8 +362,11 @@ def plot_testbed(result: Mapping, cbs_record: Optional[Mapping], schedules: Mapp
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
     markers = {"cosine": "o", "seesaw": "s"}
     for schedule in sorted({r["schedule"] for r in result["rows"]}):
-        rows = sorted((r for r in result["rows"] if r["schedule"] == schedule),
+        rows = sorted((r for r in result["rows"] if r["schedule"] == schedule
+                       and r["loss"]["mean"] is not None and math.isfinite(r["loss"]["mean"])),
                       key=lambda r: r["steps"])
+        if not rows:
+            continue
         xs = [r["steps"] for r in rows]
         ys = [r["loss"]["mean"] for r in rows]
         errs = [r["loss"]["mean"] - r["loss"]["low"] if r["loss"]["n"] > 1 else 0

@@ -111,3 +111,35 @@ def test_judge_pairs_by_seed_with_t_intervals_and_checks_the_target():
     assert result["fewest_steps_noninferior"]["schedule"] == "seesaw"
     table = testbed.format_judgement(result)
     assert "| seesaw | 16 | 0.004 | 5 |" in table and table.count("| yes |") == 1
+
+
+def test_an_lr_on_the_grid_edge_extends_the_grid_until_interior():
+    runs = []
+    for b0, lrs in testbed.LR_GRID.items():
+        for i, lr in enumerate(lrs):
+            for seed in testbed.TUNE_SEEDS:  # B0 4: the largest LR best; others: the middle
+                loss = 4.0 - 0.01 * i if b0 == 4 else 4.0 + 0.01 * abs(i - 1)
+                runs.append(_run("cosine", b0, lr, seed, loss, 1000))
+    lrs = testbed.choose_cosine_lrs(runs)
+    assert lrs[4] == 4e-3
+    extra = testbed.lr_extensions(runs, lrs)
+    assert [(c.b0, c.peak_lr) for c in extra] == [(4, 8e-3)] * len(testbed.TUNE_SEEDS)
+    for cell in extra:  # 8e-3 is worse: 4e-3 is now an interior optimum
+        runs.append(_run("cosine", 4, cell.peak_lr, cell.seed, 4.05, 1000))
+    assert testbed.choose_cosine_lrs(runs[:-1]) is None  # an extension cell missing
+    lrs = testbed.choose_cosine_lrs(runs)
+    assert lrs[4] == 4e-3 and testbed.lr_extensions(runs, lrs) == []
+
+
+def test_a_diverged_run_counts_against_its_schedule():
+    lrs = {4: 2e-3, 16: 4e-3, 64: 8e-3}
+    runs = [_run("cosine", b0, lrs[b0], s, 4.0 + 0.01 * s + (0 if b0 == 16 else 0.1), 100)
+            for s in testbed.JUDGE_SEEDS for b0 in testbed.B0S]
+    runs += [_run("planned_x2", 16, 4e-3, s, 3.9, 40) for s in testbed.JUDGE_SEEDS]
+    runs[-1] = dict(runs[-1], final_val_loss=None, diverged=True)  # one seed diverged
+    result = testbed.judge(runs, lrs)
+    row = next(r for r in result["rows"] if r["schedule"] == "planned_x2")
+    assert row["diverged"] == 1 and math.isinf(row["loss"]["mean"])
+    assert math.isinf(row["vs_best"]["gap"]["high"]) and not row["meets_target"]
+    assert row["vs_best"]["verdict"] == "higher loss" and result["target"]["met_by"] == []
+    assert "(1 diverged)" in testbed.format_judgement(result)
