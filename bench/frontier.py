@@ -199,6 +199,28 @@ def programme(workers: int, phase: str) -> None:
               workers)
 
 
+def target_stage(workers: int) -> None:
+    """Stage 2: the target candidates from the smallest B0 on the tuning seeds, then the
+    chosen one on the judged seeds (testbed.choose_target_candidate)."""
+    choices = _load().get("choices")
+    if not choices:
+        raise SystemExit("frontier: stage 2 needs the choices: run the tuning first.")
+    lrs = {int(k): v for k, v in choices["cosine_peak_lr"].items()}
+    best = choices["best_tuning_b0"]
+    print(f"frontier: stage 2: {', '.join(testbed.TARGET_CANDIDATES)} at B0 "
+          f"{min(testbed.B0S)} on the tuning seeds", flush=True)
+    run_cells(testbed.target_tuning_cells(lrs), "tune", workers)
+    choice = testbed.choose_target_candidate(_load()["runs"], lrs, best)
+    print(f"frontier: stage 2 choice: {choice}", flush=True)
+
+    def keep(records):
+        records["choices"]["target_stage"] = choice
+    _save(keep)
+    if choice["schedule"] is not None:
+        run_cells([Cell(choice["schedule"], choice["b0"], lrs[choice["b0"]], seed)
+                   for seed in testbed.JUDGE_SEEDS], "judge", workers)
+
+
 def _batch_paths(lrs, safety) -> dict:
     """The planned batch paths (Seesaw's, the planned schedule's) per B0."""
     from seesaw_ds.config import plan_from_ds_config
@@ -301,7 +323,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, default=1,
                         help="cells trained at once (one CPU core each)")
-    parser.add_argument("--phase", choices=("tune", "all"), default="all")
+    parser.add_argument("--phase", choices=("tune", "all", "target"), default="all",
+                        help="tune: the tuning cells only; target: only stage 2 (after the "
+                        "choices); all: everything")
     parser.add_argument("--only", help="one cell, schedule@B0/lrLR/sSEED")
     parser.add_argument("--report", action="store_true", help="only report finished runs")
     parser.add_argument("--check", metavar="CELL",
@@ -319,8 +343,11 @@ def main(argv=None) -> int:
     if args.only:
         cell = Cell.parse(args.only)
         run_cell(cell, _role(cell), "[1/1]")
+    elif args.phase == "target":
+        target_stage(max(1, args.workers))
     else:
         programme(max(1, args.workers), args.phase)
+        target_stage(max(1, args.workers))
     return report()
 
 

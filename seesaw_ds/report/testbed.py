@@ -18,6 +18,10 @@ The programme, in order (every choice is made before the seeds that judge it run
    schedule's safety (the largest whose mean gap to that cosine is at most +0.3%).
 3. **judge** on seeds 0-4: the chosen cosine per B0, Seesaw, the planned and the adaptive
    schedule at every B0 with that B0's chosen peak LR.
+4. **stage 2, aimed at the target** (added after seed 0's judged cells showed the grown
+   schedules from B0 4 beating the best cosine): at the smallest B0, the grown schedules
+   at safeties past the chosen ones on the tuning seeds; of those within half the best
+   tuned cosine's steps, the one with the smallest tuning gap is judged on seeds 0-4.
 
 A cell is (schedule, B0, peak LR, seed); every cell of one seed shares the model init
 (``seed``) and the global sample order (``data_seed``), so comparisons at one seed are
@@ -37,6 +41,7 @@ __all__ = ["TOKENS", "SEQ", "MICRO", "B0S", "LR_GRID", "TUNE_SEEDS", "JUDGE_SEED
            "GROWN_SAFETIES", "TARGET_GAP", "TARGET_STEPS", "Cell", "ds_config_of",
            "run_config_of", "tuning_cells", "choose_cosine_lrs", "lr_extensions", "best_b0",
            "grown_tuning_cells", "choose_safety", "grown_name", "judged_cells", "judge",
+           "TARGET_CANDIDATES", "target_tuning_cells", "choose_target_candidate",
            "format_judgement", "plot_testbed"]
 
 TOKENS = 2_000_000
@@ -242,6 +247,41 @@ def choose_safety(runs: Sequence[Mapping], family: str, lrs: Mapping[int, float]
     within = [s for s in safeties if gaps[s] <= TARGET_GAP]
     chosen = max(within) if within else min(gaps, key=gaps.get)
     return {"safety": chosen, "b0": b0, "tuning_gaps": {f"{s:g}": g for s, g in gaps.items()}}
+
+
+#: stage 2, aimed at the target: grown schedules from the smallest B0 at safeties past the
+#: chosen ones, tuned on the tuning seeds; the one judged is chosen there
+TARGET_CANDIDATES = ("planned_x1", "adaptive_x1", "adaptive_x2")
+
+
+def target_tuning_cells(lrs: Mapping[int, float]) -> List[Cell]:
+    b0 = min(B0S)
+    return [Cell(schedule, b0, lrs[b0], seed) for schedule in TARGET_CANDIDATES
+            for seed in TUNE_SEEDS]
+
+
+def choose_target_candidate(runs: Sequence[Mapping], lrs: Mapping[int, float],
+                            best: int) -> Optional[dict]:
+    """Among the stage-2 candidates, on the tuning seeds: those whose mean optimizer steps
+    are at most ``TARGET_STEPS`` of the best tuned cosine's (at ``best``); of them the one
+    with the smallest mean paired gap to that cosine (None if none qualifies; raises
+    nothing while cells are missing: those candidates are skipped)."""
+    table = _by_cell(runs)
+    b0, scored = min(B0S), {}
+    for schedule in TARGET_CANDIDATES:
+        pairs = [(table.get((schedule, b0, lrs[b0], s)), table.get(("cosine", best,
+                                                                      lrs[best], s)))
+                 for s in TUNE_SEEDS]
+        if any(a is None or c is None for a, c in pairs):
+            continue
+        ratio = statistics.fmean(a["optimizer_steps"] / c["optimizer_steps"] for a, c in pairs)
+        gap = statistics.fmean(loss_of(a) / loss_of(c) - 1 for a, c in pairs)
+        scored[schedule] = {"steps_ratio": ratio, "gap": gap}
+    eligible = [s for s, v in scored.items() if v["steps_ratio"] <= TARGET_STEPS]
+    if not eligible:
+        return {"schedule": None, "b0": b0, "tuning": scored}
+    chosen = min(eligible, key=lambda s: scored[s]["gap"])
+    return {"schedule": chosen, "b0": b0, "tuning": scored}
 
 
 def judged_cells(lrs: Mapping[int, float], safeties: Mapping[str, float]) -> List[Cell]:

@@ -143,3 +143,20 @@ def test_a_diverged_run_counts_against_its_schedule():
     assert math.isinf(row["vs_best"]["gap"]["high"]) and not row["meets_target"]
     assert row["vs_best"]["verdict"] == "higher loss" and result["target"]["met_by"] == []
     assert "(1 diverged)" in testbed.format_judgement(result)
+
+
+def test_stage_two_picks_the_smallest_gap_within_half_the_steps_on_tuning_seeds():
+    lrs = {4: 4e-3, 16: 8e-3, 64: 8e-3}
+    runs = [_run("cosine", 16, 8e-3, s, 4.0, 1000) for s in testbed.TUNE_SEEDS]
+    for schedule, loss, steps in (("planned_x1", 4.010, 450), ("adaptive_x1", 4.004, 520),
+                                  ("adaptive_x2", 4.020, 300)):
+        runs += [_run(schedule, 4, 4e-3, s, loss, steps) for s in testbed.TUNE_SEEDS]
+    cells = testbed.target_tuning_cells(lrs)
+    assert {(c.schedule, c.b0, c.peak_lr) for c in cells} == {
+        (s, 4, 4e-3) for s in testbed.TARGET_CANDIDATES}
+    choice = testbed.choose_target_candidate(runs, lrs, 16)
+    # adaptive_x1 has the smallest gap but 0.52 of the steps: not eligible
+    assert choice["schedule"] == "planned_x1" and choice["b0"] == 4
+    assert math.isclose(choice["tuning"]["adaptive_x1"]["steps_ratio"], 0.52)
+    slow = [dict(r, optimizer_steps=900) if r["schedule"] != "cosine" else r for r in runs]
+    assert testbed.choose_target_candidate(slow, lrs, 16)["schedule"] is None
