@@ -294,6 +294,8 @@ def report() -> int:
         print(f"target (gap upper 95% bound <= +{100 * testbed.TARGET_GAP:.1f}% in <= "
               f"{testbed.TARGET_STEPS:.2f} of its steps): met by "
               f"{', '.join(result['target']['met_by']) or 'none'}")
+        print("points no cosine run dominates (as few or fewer steps and as low or lower mean "
+              f"loss): {', '.join(result['not_dominated_by_cosine']) or 'none'}")
         fewest = result["fewest_steps_noninferior"]
         if fewest:
             print(f"fewest steps non-inferior: {fewest['schedule']}@{fewest['b0']}: "

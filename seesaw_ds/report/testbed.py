@@ -316,11 +316,11 @@ def judge(runs: Sequence[Mapping], lrs: Mapping[int, float],
     judged = [r for r in runs if r["seed"] in seeds and lrs.get(r["b0"]) == r["peak_lr"]]
     keys = sorted({(r["schedule"], r["b0"], float(r["peak_lr"])) for r in judged},
                   key=lambda k: (k[1], k[0] != "cosine", k[0]))
-    cosine_means = {}
+    cosine_means = {}  # over the judged seeds that are in (a sweep still running: fewer)
     for b0, lr in lrs.items():
-        mean = _mean_loss(runs, "cosine", b0, lr, seeds)
-        if mean is not None:
-            cosine_means[b0] = mean
+        present = [s for s in seeds if ("cosine", b0, lr, s) in table]
+        if present:
+            cosine_means[b0] = _mean_loss(runs, "cosine", b0, lr, present)
     if not cosine_means:
         return {"rows": [], "best_cosine": None}
     best = min(cosine_means, key=cosine_means.get)
@@ -350,8 +350,13 @@ def judge(runs: Sequence[Mapping], lrs: Mapping[int, float],
     noninferior = [r for r in ours if r["vs_best"]["pairs"] > 1
                    and r["vs_best"]["gap"]["high"] <= TARGET_GAP]
     fewest = min(noninferior, key=lambda r: r["vs_best"]["steps_ratio"], default=None)
+    cosine_rows = [r for r in rows if r["schedule"] == "cosine"]
+    undominated = [f"{r['schedule']}@{r['b0']}" for r in ours if not any(
+        c["steps"] <= r["steps"] and c["loss"]["mean"] <= r["loss"]["mean"]
+        for c in cosine_rows)]
     return {"rows": rows, "best_cosine": {"b0": best, "peak_lr": lrs[best],
                                           "loss": cosine_means[best]},
+            "not_dominated_by_cosine": undominated,
             "fewest_steps_noninferior": fewest,
             "target": {"gap_upper": TARGET_GAP, "steps_ratio": TARGET_STEPS,
                        "met_by": [f"{r['schedule']}@{r['b0']}" for r in rows
@@ -391,36 +396,53 @@ def format_judgement(result: Mapping) -> str:
 
 def plot_testbed(result: Mapping, cbs_record: Optional[Mapping], schedules: Mapping[str, list],
                  path: str) -> None:
-    """Left: final loss (95% interval) against optimizer steps per (schedule, B0). Right: the
-    measured critical batch against tokens with its fit and the batch paths of the judged
-    schedules (``schedules``: label -> [(tokens, batch), ...])."""
+    """Left: each (schedule, B0)'s paired final-loss gap to the best cosine (95% interval)
+    against its optimizer steps as a fraction of that cosine's, with the target region
+    (gap <= +0.3%, <= 0.5 of the steps) shaded. Right: the measured critical batch against
+    tokens with its fit and the planned batch paths (``schedules``: label -> [(tokens,
+    batch), ...])."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
-    markers = {"cosine": "o", "seesaw": "s"}
-    for schedule in sorted({r["schedule"] for r in result["rows"]}):
-        rows = sorted((r for r in result["rows"] if r["schedule"] == schedule
-                       and r["loss"]["mean"] is not None and math.isfinite(r["loss"]["mean"])),
-                      key=lambda r: r["steps"])
-        if not rows:
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.6))
+    left.fill_between([0.0, TARGET_STEPS], -100, 100 * TARGET_GAP, color="0.9",
+                      label="target: upper bound <= +0.3%, <= 0.5 of the steps")
+    left.axhline(0.0, color="0.5", lw=0.8)
+    markers = {"cosine": "o", "seesaw": "s", "planned": "^", "adaptive": "v"}
+    colours = {name: f"C{i}" for i, name in enumerate(sorted({r["schedule"]
+                                                                for r in result["rows"]}))}
+    shown = []
+    for row in result["rows"]:
+        best = row.get("vs_best")
+        if best is None:  # the best cosine itself
+            left.plot([1.0], [0.0], "*", color="k", ms=10)
+            left.annotate(f"best cosine (B0 {row['b0']})", (1.0, 0.0), fontsize=7,
+                          xytext=(4, -10), textcoords="offset points")
             continue
-        xs = [r["steps"] for r in rows]
-        ys = [r["loss"]["mean"] for r in rows]
-        errs = [r["loss"]["mean"] - r["loss"]["low"] if r["loss"]["n"] > 1 else 0
-                for r in rows]
-        left.errorbar(xs, ys, yerr=errs, marker=markers.get(schedule, "^"), capsize=3,
-                      label=schedule)
-        for r in rows:
-            left.annotate(f"B0 {r['b0']}", (r["steps"], r["loss"]["mean"]), fontsize=7,
-                          xytext=(3, 3), textcoords="offset points")
+        gap = best["gap"]
+        if gap["mean"] is None or not math.isfinite(gap["mean"]):
+            continue
+        low, high = (gap["low"], gap["high"]) if gap["n"] > 1 else (gap["mean"], gap["mean"])
+        family = row["schedule"].split("_x")[0]
+        label = row["schedule"] if row["schedule"] not in shown else None
+        shown.append(row["schedule"])
+        left.errorbar([best["steps_ratio"]], [100 * gap["mean"]],
+                      yerr=[[100 * (gap["mean"] - low)], [100 * (high - gap["mean"])]],
+                      marker=markers.get(family, "x"), capsize=3, ls="none", label=label,
+                      color=colours[row["schedule"]])
+        left.annotate(f"B0 {row['b0']}", (best["steps_ratio"], 100 * gap["mean"]), fontsize=7,
+                      xytext=(4, 3), textcoords="offset points")
     left.set_xscale("log")
-    left.set_xlabel("optimizer steps")
-    left.set_ylabel("final validation loss (mean, 95% CI)")
+    ticks = [0.125, 0.25, 0.5, 1, 2, 4]
+    left.set_xticks(ticks, [f"{t:g}" for t in ticks])
+    left.minorticks_off()
+    left.set_ylim(-3, 8)
+    left.set_xlabel("optimizer steps / best cosine's")
+    left.set_ylabel("final-loss gap to the best cosine, % (paired, 95% CI)")
     left.set_title("judged seeds")
-    left.legend(fontsize=8)
+    left.legend(fontsize=7, loc="upper right")
     if cbs_record:
         from seesaw_ds.cbs.fit import PowerLaw
 

@@ -109,6 +109,8 @@ def test_judge_pairs_by_seed_with_t_intervals_and_checks_the_target():
     assert not rows[("seesaw", 64)]["meets_target"]
     assert result["target"]["met_by"] == ["seesaw@16"]
     assert result["fewest_steps_noninferior"]["schedule"] == "seesaw"
+    # seesaw@64 (100 steps, 4.2) is dominated by no cosine: none has <= 100 steps
+    assert result["not_dominated_by_cosine"] == ["seesaw@16", "seesaw@64"]
     table = testbed.format_judgement(result)
     assert "| seesaw | 16 | 0.004 | 5 |" in table and table.count("| yes |") == 1
 
