@@ -221,20 +221,23 @@ def target_stage(workers: int) -> None:
                    for seed in testbed.JUDGE_SEEDS], "judge", workers)
 
 
-def _batch_paths(lrs, safety) -> dict:
-    """The planned batch paths (Seesaw's, the planned schedule's) per B0."""
+def _batch_paths(lrs, safety, stage_two=None) -> dict:
+    """The planned batch paths (Seesaw's, the planned schedule's) per B0, and the stage-2
+    candidate's if it is planned."""
     from seesaw_ds.config import plan_from_ds_config
 
     curve = _curve() if os.path.isfile(CBS_RECORD) else None
     paths = {}
-    for schedule in ("seesaw", testbed.grown_name("planned", safety)):
-        for b0 in testbed.B0S:
-            if schedule != "seesaw" and curve is None:
-                continue
-            plan = plan_from_ds_config(testbed.ds_config_of(Cell(schedule, b0, lrs[b0], 0),
-                                                            curve), 1)
-            paths[f"{schedule} B0 {b0}"] = [(p.start_tokens, p.global_batch)
-                                            for p in plan.phases]
+    cells = [(schedule, b0) for schedule in ("seesaw", testbed.grown_name("planned", safety))
+             for b0 in testbed.B0S]
+    if stage_two and str(stage_two.get("schedule")).startswith("planned"):
+        cells.append((stage_two["schedule"], stage_two["b0"]))
+    for schedule, b0 in cells:
+        if schedule != "seesaw" and curve is None:
+            continue
+        plan = plan_from_ds_config(testbed.ds_config_of(Cell(schedule, b0, lrs[b0], 0), curve),
+                                   1)
+        paths[f"{schedule} B0 {b0}"] = [(p.start_tokens, p.global_batch) for p in plan.phases]
     return paths
 
 
@@ -315,8 +318,8 @@ def report() -> int:
     if os.path.isfile(CBS_RECORD):
         with open(CBS_RECORD, encoding="utf-8") as handle:
             cbs = json.load(handle)
-    testbed.plot_testbed(result, cbs, _batch_paths(lrs, choices["grown"]["planned"]["safety"]),
-                         FIGURE)
+    testbed.plot_testbed(result, cbs, _batch_paths(lrs, choices["grown"]["planned"]["safety"],
+                                                   choices.get("target_stage")), FIGURE)
     print(f"\nfigure: {os.path.relpath(FIGURE, _ROOT)}")
     return 0
 

@@ -438,7 +438,7 @@ def plot_testbed(result: Mapping, cbs_record: Optional[Mapping], schedules: Mapp
     ticks = [0.125, 0.25, 0.5, 1, 2, 4]
     left.set_xticks(ticks, [f"{t:g}" for t in ticks])
     left.minorticks_off()
-    left.set_ylim(-3, 8)
+    left.set_ylim(-3, 9)
     left.set_xlabel("optimizer steps / best cosine's")
     left.set_ylabel("final-loss gap to the best cosine, % (paired, 95% CI)")
     left.set_title("judged seeds")
