@@ -34,6 +34,7 @@ sys.path.insert(0, _ROOT)
 from seesaw_ds.atomic_files import write_json_atomic  # noqa: E402
 from seesaw_ds.report import testbed  # noqa: E402
 from seesaw_ds.report.testbed import Cell  # noqa: E402
+from seesaw_ds.train import DIVERGED_EXIT  # noqa: E402
 
 RECORDS = os.path.join(_ROOT, "bench", "records", "frontier.json")
 FIGURE = os.path.join(_ROOT, "bench", "records", "frontier.png")
@@ -41,7 +42,6 @@ CBS_RECORD = os.path.join(_ROOT, "bench", "records", "cbs_testbed.json")
 OUT = "results/frontier"
 PREPARED = "results/data/stdlib"
 _LOCK = threading.Lock()
-DIVERGED_EXIT = 3  # seesaw_ds.train: the divergence policy stopped the run
 
 
 def _load() -> dict:
@@ -73,6 +73,10 @@ def _curve():
         return PowerLaw.from_dict(json.load(handle)["fit"])
 
 
+def _diverged(summary: dict) -> bool:
+    return bool((summary.get("divergence") or {}).get("diverged"))
+
+
 def _summary(run_dir: str):
     """The cell's summary once it finished, or once the divergence policy stopped it (a
     result too: that schedule diverged there); else None."""
@@ -81,8 +85,7 @@ def _summary(run_dir: str):
         return None
     with open(path, encoding="utf-8") as handle:
         summary = json.load(handle)
-    diverged = (summary.get("divergence") or {}).get("diverged")
-    return summary if summary.get("finished") or diverged else None
+    return summary if summary.get("finished") or _diverged(summary) else None
 
 
 def run_cell(cell: Cell, role: str, progress: str, wait: bool = False, out: str = OUT,
@@ -119,12 +122,12 @@ def run_cell(cell: Cell, role: str, progress: str, wait: bool = False, out: str 
             if code not in (0, DIVERGED_EXIT) or summary is None:
                 raise SystemExit(f"frontier: {cell.label()} failed (exit {code}); see "
                                  f"{os.path.join(run_dir, 'train.log')}")
-            loss = summary["final_val_loss"] if code == 0 else None
-            print(f"frontier: {progress} {cell.label()} "
-                  f"{'done' if code == 0 else 'DIVERGED'} in {time.time() - started:.0f} s: "
-                  f"loss {'-' if loss is None else f'{loss:.4f}'}, "
-                  f"{summary['optimizer_steps']} steps", flush=True)
-    diverged = bool((summary.get("divergence") or {}).get("diverged"))
+            outcome = ("DIVERGED" if _diverged(summary) else
+                       f"done, loss {summary['final_val_loss']:.4f}")
+            print(f"frontier: {progress} {cell.label()} {outcome} in "
+                  f"{time.time() - started:.0f} s, {summary['optimizer_steps']} steps",
+                  flush=True)
+    diverged = _diverged(summary)
     record = {
         "schedule": cell.schedule, "b0": cell.b0, "peak_lr": cell.peak_lr, "seed": cell.seed,
         "role": role, "final_val_loss": None if diverged else summary["final_val_loss"],
@@ -171,8 +174,8 @@ def programme(workers: int, phase: str) -> None:
         extra = testbed.lr_extensions(_load()["runs"], lrs)
         if not extra:
             break
-        print(f"frontier: best LR on the grid's edge: tuning {sorted({c.label() for c in extra})}",
-              flush=True)
+        print("frontier: best LR on the grid's edge: tuning "
+              f"{sorted({c.label() for c in extra})}", flush=True)
         run_cells(extra, "tune", workers)
         lrs = testbed.choose_cosine_lrs(_load()["runs"])
     runs = _load()["runs"]

@@ -84,13 +84,13 @@ def all_mean(values: Sequence[Union[float, "torch.Tensor"]]) -> List[float]:
     return tensor.cpu().tolist()  # the one copy back to the host
 
 
-def cpu_shm_buffer_path(environ=None) -> str:
+def cpu_shm_buffer_path() -> str:
     """The POSIX shared-memory file DeepSpeed's CPU comm op makes for this rank of a
     multi-rank job (``/dev/shm/deepspeed_allreduce_buffer_<uid>_<addr>_<port>_<rank>``,
     67 MB), or "" outside such a job."""
     import os
 
-    env = os.environ if environ is None else environ
+    env = os.environ
     if int(env.get("WORLD_SIZE", "1")) < 2 or "MASTER_PORT" not in env:
         return ""
     return (f"/dev/shm/deepspeed_allreduce_buffer_{os.getuid()}_"

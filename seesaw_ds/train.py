@@ -44,6 +44,12 @@ __all__ = ["main", "parse_args", "DIVERGED_EXIT"]
 DIVERGED_EXIT = 3  # the divergence policy (run config ``divergence``) stopped the run
 
 
+def next_multiple(tokens: float, interval: Optional[float]) -> float:
+    """The first multiple of ``interval`` past ``tokens`` (``inf`` without an interval): when
+    the next evaluation or checkpoint is due."""
+    return (math.floor(tokens / interval) + 1) * interval if interval else math.inf
+
+
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m seesaw_ds.train",
                                      description=__doc__.splitlines()[0])
@@ -328,7 +334,7 @@ class _Session:
         self.divergence = DivergencePolicy(run.divergence)
         self.skipped_seen = int(getattr(engine, "skipped_steps", 0) or 0)
         self.state = {"next_eval": 0.0,
-                      "next_checkpoint": run.checkpoint.interval_tokens or math.inf,
+                      "next_checkpoint": next_multiple(0, run.checkpoint.interval_tokens),
                       "wall": 0.0, "hook_seconds": 0.0}
         self.progress = None
 
@@ -355,10 +361,8 @@ class _Session:
             self.state.update(client["train_state"])
             # the checkpoint interval of this run's config, not the saved run's: a branch or
             # a resumed run may set another one, or none (then only the final save)
-            interval = self.run.checkpoint.interval_tokens
-            self.state["next_checkpoint"] = (
-                (math.floor(hook.consumed_tokens / interval) + 1) * interval if interval
-                else math.inf)
+            self.state["next_checkpoint"] = next_multiple(
+                hook.consumed_tokens, self.run.checkpoint.interval_tokens)
             self.recorder.curve = client["curve"]
             self.log(f"resumed from {load_path} at step {hook.step}, "
                      f"{hook.consumed_tokens:,} tokens")
@@ -378,10 +382,11 @@ class _Session:
 
     def evaluate(self) -> float:
         """Validation loss now; a curve point; the next evaluation's token count."""
-        hook, interval = self.hook, self.run.eval.interval_tokens
+        hook = self.hook
         val_loss = _evaluate(self.engine, self.valid_batches)
         self.recorder.point(hook.consumed_tokens, hook.step, val_loss, self.state["wall"])
-        self.state["next_eval"] = (math.floor(hook.consumed_tokens / interval) + 1) * interval
+        self.state["next_eval"] = next_multiple(hook.consumed_tokens,
+                                                self.run.eval.interval_tokens)
         if self.progress is not None:
             self.progress.set_postfix(val=f"{val_loss:.4f}", B=hook.setting.global_batch)
         elif rank() == 0 and not self.args.no_progress:
@@ -417,8 +422,8 @@ class _Session:
             self.evaluate()
         if hook.consumed_tokens >= state["next_checkpoint"] and not hook.finished:
             # Advanced before saving: a resume must not save this checkpoint again.
-            interval = self.run.checkpoint.interval_tokens
-            state["next_checkpoint"] = (math.floor(hook.consumed_tokens / interval) + 1) * interval
+            state["next_checkpoint"] = next_multiple(hook.consumed_tokens,
+                                                     self.run.checkpoint.interval_tokens)
             self.save()
 
     def watch(self, loss: float) -> None:

@@ -26,8 +26,8 @@ from seesaw_ds.cbs.branching import branch_ds_config, branch_lr, critical_batch
 from seesaw_ds.cbs.fit import fit_power_law
 from seesaw_ds.errors import SeesawConfigError
 
-__all__ = ["Checkpoint", "list_checkpoints", "nearest_checkpoints", "BranchSet", "plan_branches", "measure",
-           "plot_cbs"]
+__all__ = ["Checkpoint", "list_checkpoints", "nearest_checkpoints", "BranchSet",
+           "plan_branches", "measure", "plot_cbs"]
 
 _TAG = re.compile(r"^global_step(\d+)$")
 
@@ -220,8 +220,8 @@ def run_branch(branches: BranchSet, batch: int, base_run: dict, base_checkpoint_
 def measure(run_config_path: str, ds_config_path: str, out_dir: str, batches: Sequence[int],
             branch_tokens: float, tolerance: float, base_output_dir: Optional[str] = None,
             max_tokens: Optional[float] = None, at_tokens: Optional[Sequence[float]] = None,
-            nproc: int = 1,
-            keep_checkpoints: bool = False, log: Callable[[str], None] = print) -> dict:
+            nproc: int = 1, keep_checkpoints: bool = False,
+            log: Callable[[str], None] = print) -> dict:
     """Branch from every checkpoint of the base run (up to ``max_tokens``; with
     ``at_tokens``, only the checkpoint nearest each of those token counts), decide the
     critical batch of each and fit the curve; writes ``<out_dir>/cbs.json`` and returns it."""

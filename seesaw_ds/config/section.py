@@ -320,9 +320,10 @@ def _parse_adaptive(value: Any) -> Dict[str, Any]:
         raise SeesawConfigError(
             "seesaw.adaptive must be an object, e.g. {\"safety_factor\": 0.5}.")
     _reject_unknown("seesaw.adaptive", value, _ADAPTIVE_KEYS, "")
-    integers = ("min_samples", "probe_samples")
-    return {key: None if key in ("confidence", "probe_samples") and item is None else
-            _number(f"seesaw.adaptive.{key}", item, int if key in integers else float)
+    kinds = {key: KEY_TYPES[f"adaptive.{key}"] for key in value}  # "int", "number|null", ...
+    return {key: None if item is None and kinds[key].endswith("|null") else
+            _number(f"seesaw.adaptive.{key}", item,
+                    int if kinds[key].startswith("int") else float)
             for key, item in value.items()}
 
 

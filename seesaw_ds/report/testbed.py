@@ -167,9 +167,10 @@ def _by_cell(runs: Sequence[Mapping]) -> Dict[Tuple[str, int, float, int], Mappi
     return {(r["schedule"], r["b0"], float(r["peak_lr"]), r["seed"]): r for r in runs}
 
 
-def _mean_loss(runs: Sequence[Mapping], schedule: str, b0: int, lr: float,
+def _mean_loss(table: Mapping, schedule: str, b0: int, lr: float,
                seeds: Sequence[int]) -> Optional[float]:
-    table = _by_cell(runs)
+    """Mean loss of a cell over ``seeds`` (``table``: :func:`_by_cell`), None unless every
+    seed is in."""
     losses = [loss_of(table[(schedule, b0, lr, s)]) for s in seeds
               if (schedule, b0, lr, s) in table]
     return statistics.fmean(losses) if len(losses) == len(seeds) else None
@@ -191,9 +192,9 @@ def _tuned_grid(runs: Sequence[Mapping], b0: int) -> List[float]:
 def choose_cosine_lrs(runs: Sequence[Mapping]) -> Optional[Dict[int, float]]:
     """Per B0 the LR with the lowest mean loss over the tuning seeds, among the grid and
     its extensions (None until every cell of those is in)."""
-    chosen = {}
+    chosen, table = {}, _by_cell(runs)
     for b0 in B0S:
-        means = {lr: _mean_loss(runs, "cosine", b0, lr, TUNE_SEEDS)
+        means = {lr: _mean_loss(table, "cosine", b0, lr, TUNE_SEEDS)
                  for lr in _tuned_grid(runs, b0)}
         if any(m is None for m in means.values()):
             return None
@@ -220,7 +221,8 @@ def lr_extensions(runs: Sequence[Mapping], lrs: Mapping[int, float],
 def best_b0(runs: Sequence[Mapping], lrs: Mapping[int, float],
             seeds: Sequence[int] = TUNE_SEEDS) -> int:
     """The B0 whose cosine (at its chosen LR) has the lowest mean loss over ``seeds``."""
-    means = {b0: _mean_loss(runs, "cosine", b0, lr, seeds) for b0, lr in lrs.items()}
+    table = _by_cell(runs)
+    means = {b0: _mean_loss(table, "cosine", b0, lr, seeds) for b0, lr in lrs.items()}
     return min((b0 for b0 in means if means[b0] is not None), key=means.get)
 
 
@@ -239,11 +241,11 @@ def choose_safety(runs: Sequence[Mapping], family: str, lrs: Mapping[int, float]
     gaps = {}
     safeties = GROWN_SAFETIES[family]
     for safety in safeties:
-        pairs = [(table.get((grown_name(family, safety), b0, lrs[b0], s)),
-                  table.get(("cosine", b0, lrs[b0], s))) for s in TUNE_SEEDS]
-        if any(a is None or b is None for a, b in pairs):
+        paired = _paired(table, (grown_name(family, safety), b0, lrs[b0]),
+                         ("cosine", b0, lrs[b0]), TUNE_SEEDS)
+        if paired is None or paired[2] < len(TUNE_SEEDS):
             return None
-        gaps[safety] = statistics.fmean(loss_of(a) / loss_of(b) - 1 for a, b in pairs)
+        gaps[safety] = paired[0].mean
     within = [s for s in safeties if gaps[s] <= TARGET_GAP]
     chosen = max(within) if within else min(gaps, key=gaps.get)
     return {"safety": chosen, "b0": b0, "tuning_gaps": {f"{s:g}": g for s, g in gaps.items()}}
@@ -261,22 +263,19 @@ def target_tuning_cells(lrs: Mapping[int, float]) -> List[Cell]:
 
 
 def choose_target_candidate(runs: Sequence[Mapping], lrs: Mapping[int, float],
-                            best: int) -> Optional[dict]:
+                            best: int) -> dict:
     """Among the stage-2 candidates, on the tuning seeds: those whose mean optimizer steps
     are at most ``TARGET_STEPS`` of the best tuned cosine's (at ``best``); of them the one
-    with the smallest mean paired gap to that cosine (None if none qualifies; raises
-    nothing while cells are missing: those candidates are skipped)."""
+    with the smallest mean paired gap to that cosine (``schedule`` None if none qualifies; a
+    candidate with a tuning cell missing is left out)."""
     table = _by_cell(runs)
     b0, scored = min(B0S), {}
     for schedule in TARGET_CANDIDATES:
-        pairs = [(table.get((schedule, b0, lrs[b0], s)), table.get(("cosine", best,
-                                                                      lrs[best], s)))
-                 for s in TUNE_SEEDS]
-        if any(a is None or c is None for a, c in pairs):
+        paired = _paired(table, (schedule, b0, lrs[b0]), ("cosine", best, lrs[best]),
+                         TUNE_SEEDS)
+        if paired is None or paired[2] < len(TUNE_SEEDS):
             continue
-        ratio = statistics.fmean(a["optimizer_steps"] / c["optimizer_steps"] for a, c in pairs)
-        gap = statistics.fmean(loss_of(a) / loss_of(c) - 1 for a, c in pairs)
-        scored[schedule] = {"steps_ratio": ratio, "gap": gap}
+        scored[schedule] = {"steps_ratio": paired[1], "gap": paired[0].mean}
     eligible = [s for s, v in scored.items() if v["steps_ratio"] <= TARGET_STEPS]
     if not eligible:
         return {"schedule": None, "b0": b0, "tuning": scored}
@@ -295,6 +294,8 @@ def judged_cells(lrs: Mapping[int, float], safeties: Mapping[str, float]) -> Lis
 
 def _paired(runs: Mapping, key: Tuple[str, int, float], ref: Tuple[str, int, float],
             seeds: Sequence[int]) -> Optional[Tuple[Interval, float, int]]:
+    """Over the ``seeds`` where both cells are in (``runs``: :func:`_by_cell`): the relative
+    loss gaps' mean and 95% interval, the mean steps ratio, and the number of pairs."""
     gaps, ratios = [], []
     for seed in seeds:
         run, base = runs.get((*key, seed)), runs.get((*ref, seed))
@@ -320,7 +321,7 @@ def judge(runs: Sequence[Mapping], lrs: Mapping[int, float],
     for b0, lr in lrs.items():
         present = [s for s in seeds if ("cosine", b0, lr, s) in table]
         if present:
-            cosine_means[b0] = _mean_loss(runs, "cosine", b0, lr, present)
+            cosine_means[b0] = _mean_loss(table, "cosine", b0, lr, present)
     if not cosine_means:
         return {"rows": [], "best_cosine": None}
     best = min(cosine_means, key=cosine_means.get)

@@ -1,5 +1,6 @@
 """`seesaw-ds cbs` end to end: a tiny one-rank run with checkpoints, branches at two batches
-from the checkpoint nearest 9,000 tokens (`--at-tokens`; each branch a real `python -m seesaw_ds.train` job),
+from the checkpoint nearest 9,000 tokens (`--at-tokens`; each branch a real
+`python -m seesaw_ds.train` job),
 the JSON record, the figure, and a rerun that trains nothing (every branch's summary is
 there). Three process launches in all: the slow part is importing DeepSpeed."""
 
