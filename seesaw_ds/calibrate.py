@@ -29,6 +29,7 @@ import statistics
 import time
 from typing import Callable, Dict, List, Optional, Sequence
 
+from seesaw_ds.distributed import register_clean_exit
 from seesaw_ds.errors import SeesawConfigError
 
 __all__ = ["default_micro_sizes", "measure_compute", "measure_allreduce", "fit_alpha_beta",
@@ -154,6 +155,7 @@ def _loopback_worker(rank: int, port: int, sizes, repeats: int, queue) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=2)
+    register_clean_exit()
     results = _allreduce_times(sizes, repeats, torch.device("cpu"))
     if rank == 0:
         queue.put(results)

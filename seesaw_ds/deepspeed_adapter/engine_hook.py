@@ -32,6 +32,7 @@ from seesaw_ds.deepspeed_adapter.data_contract import DataContract
 from seesaw_ds.deepspeed_adapter.logging_ import SeesawStepLogger, StepRecord
 from seesaw_ds.deepspeed_adapter.scheduler import SeesawLRScheduler
 from seesaw_ds.deepspeed_adapter.state import SeesawState
+from seesaw_ds.distributed import register_clean_exit
 from seesaw_ds.errors import SeesawConfigError
 from seesaw_ds.schedules import Plan, StepSetting
 
@@ -108,6 +109,7 @@ class SeesawEngineHook:
         self.checkpoint_sidecars: Dict[str, Callable[[], Any]] = {}  # see save_checkpoint
         self.micro_in_window = 0
         self.hook_seconds = 0.0  # wall time spent in this hook outside DeepSpeed's step
+        register_clean_exit()  # a multi-rank CPU (gloo) job must not abort as it exits
         self.hook_cpu_seconds = 0.0  # the same as this thread's CPU time
         self._deepspeed_step: Callable = engine.step
         self._deepspeed_forward: Optional[Callable] = getattr(engine, "forward", None)

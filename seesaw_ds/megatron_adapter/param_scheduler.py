@@ -14,6 +14,7 @@ from typing import Any, Dict
 
 import torch
 
+from seesaw_ds.distributed import register_clean_exit
 from seesaw_ds.errors import SeesawConfigError
 from seesaw_ds.schedules import Plan
 
@@ -34,6 +35,7 @@ class SeesawParamScheduler:
         self.plan = plan
         self.weight_decay = float(weight_decay)
         self.join_checkpoint = bool(join_checkpoint)
+        register_clean_exit()  # a multi-rank CPU (gloo) job must not abort as it exits
         # each group's LR ratio to the peak, taken now: a checkpoint's optimizer state
         # restores the max_lr of the run that saved it, which must not move the LR
         self._ratios = [group.get("max_lr", plan.peak_lr) / plan.peak_lr

@@ -6,6 +6,7 @@ the references of the resume tests (same configs).
 """
 
 import csv
+import os
 import shutil
 import subprocess
 import sys
@@ -317,3 +318,6 @@ def test_train_example_runs_under_the_deepspeed_launcher(tmp_path):
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-4000:]
     assert "[example] step 3" in log and "global_batch=32" in log
+    # the hook's exit handler removed both ranks' DeepSpeed shared-memory buffers (67 MB each)
+    shm = f"deepspeed_allreduce_buffer_{os.getuid()}_127.0.0.1_{env['MASTER_PORT']}"
+    assert not [name for name in (f"{shm}_0", f"{shm}_1") if (Path("/dev/shm") / name).exists()]
