@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 __all__ = ["rank", "world_size", "barrier", "current_device", "all_mean", "cpu_shm_buffer_path",
            "release_cpu_shm_buffer", "register_clean_exit", "GLOO_EXIT_GRACE_SECONDS"]
 
-#: How long a multi-rank gloo process sleeps as it exits (see :func:`register_clean_exit`).
+#: How long a gloo (CPU) process sleeps as it exits (see :func:`register_clean_exit`).
 GLOO_EXIT_GRACE_SECONDS = 0.2
 _clean_exit_registered = False
 
@@ -89,22 +89,23 @@ def all_mean(values: Sequence[Union[float, "torch.Tensor"]]) -> List[float]:
 
 
 def cpu_shm_buffer_path() -> str:
-    """The POSIX shared-memory file DeepSpeed's CPU comm op makes for this rank of a
-    multi-rank job (``/dev/shm/deepspeed_allreduce_buffer_<uid>_<addr>_<port>_<rank>``,
-    67 MB), or "" outside such a job."""
+    """The POSIX shared-memory file DeepSpeed's CPU comm op makes for this rank of a job
+    whose ranks are all on one machine, one rank included
+    (``/dev/shm/deepspeed_allreduce_buffer_<uid>_<addr>_<port>_<rank>``, 67 MB), or ""
+    without a ``MASTER_PORT`` (no such job)."""
     import os
 
     env = os.environ
-    if int(env.get("WORLD_SIZE", "1")) < 2 or "MASTER_PORT" not in env:
+    if "MASTER_PORT" not in env:
         return ""
     return (f"/dev/shm/deepspeed_allreduce_buffer_{os.getuid()}_"
-            f"{env.get('MASTER_ADDR', '127.0.0.1')}_{env['MASTER_PORT']}_{env.get('RANK', '0')}")
+            f"{env.get('MASTER_ADDR', '')}_{env['MASTER_PORT']}_{env.get('RANK', '0')}")
 
 
 def release_cpu_shm_buffer() -> bool:
     """Remove this rank's DeepSpeed CPU shared-memory buffer name as the run ends.
 
-    DeepSpeed creates it when a CPU job starts and never unlinks it, so every multi-rank CPU
+    DeepSpeed creates it when a CPU job starts and never unlinks it, so every launcher CPU
     run left 67 MB per rank in ``/dev/shm`` (RAM) for good: a test suite or a sweep filled the
     machine's memory. Every rank mapped all buffers when the job started, so removing the
     name does not disturb a rank still running. True when a file was removed."""
@@ -121,7 +122,7 @@ def release_cpu_shm_buffer() -> bool:
 
 
 def register_clean_exit() -> bool:
-    """Make this process's exit clean on a multi-rank gloo (CPU) job; True when registered.
+    """Make this process's exit clean on a gloo (CPU) job; True when registered.
 
     Registers once an ``atexit`` handler that releases the CPU shared-memory buffer
     (:func:`release_cpu_shm_buffer`) and then sleeps :data:`GLOO_EXIT_GRACE_SECONDS` with the
@@ -132,14 +133,15 @@ def register_clean_exit() -> bool:
     with ``terminate called without an active exception`` (exit -6): the launcher reports a
     failed job after a complete run, about one run in ten on a busy 2-core machine. Exit
     handlers run while the interpreter is still whole, so the waiting threads finish there.
-    A no-op (False) without a process group, on one rank, or on another backend (NCCL).
+    A no-op (False) without a process group or on another backend (NCCL). One rank counts:
+    gloo runs its collectives on worker threads there too, and DeepSpeed makes its buffer.
     """
     global _clean_exit_registered
     import torch.distributed as dist
 
     if _clean_exit_registered:
         return True
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
+    if not (dist.is_available() and dist.is_initialized()):
         return False
     if "gloo" not in str(dist.get_backend()):
         return False

@@ -35,7 +35,7 @@ class SeesawParamScheduler:
         self.plan = plan
         self.weight_decay = float(weight_decay)
         self.join_checkpoint = bool(join_checkpoint)
-        register_clean_exit()  # a multi-rank CPU (gloo) job must not abort as it exits
+        register_clean_exit()  # a CPU (gloo) job must not abort as it exits
         # each group's LR ratio to the peak, taken now: a checkpoint's optimizer state
         # restores the max_lr of the run that saved it, which must not move the LR
         self._ratios = [group.get("max_lr", plan.peak_lr) / plan.peak_lr

@@ -151,10 +151,10 @@ def train(run_path: Path, ds_path: Path, out_dir: Path, *extra: str,
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / f"job{len(list(out_dir.glob('job*.log')))}.log").write_text(log)
     assert proc.returncode == 0, f"training failed ({proc.returncode}):\n{log[-5000:]}"
-    if nproc > 1:  # DeepSpeed's CPU comm buffers (67 MB of RAM each) are released
-        port = cmd[cmd.index("--master_port") + 1]
-        left = glob.glob(f"/dev/shm/deepspeed_allreduce_buffer_*_{port}_*")
-        assert not left, f"shared-memory buffers left behind: {left}"
+    # DeepSpeed's CPU comm buffers (67 MB of RAM each, one rank included) are released
+    port = cmd[cmd.index("--master_port") + 1]
+    left = glob.glob(f"/dev/shm/deepspeed_allreduce_buffer_*_{port}_*")
+    assert not left, f"shared-memory buffers left behind: {left}"
     return Run(out_dir, log)
 
 
