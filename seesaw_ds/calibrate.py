@@ -24,12 +24,11 @@ Limitations:
 from __future__ import annotations
 
 import os
-import socket
 import statistics
 import time
 from typing import Callable, Dict, List, Optional, Sequence
 
-from seesaw_ds.distributed import register_clean_exit
+from seesaw_ds.distributed import free_port, register_clean_exit
 from seesaw_ds.errors import SeesawConfigError
 
 __all__ = ["default_micro_sizes", "measure_compute", "measure_allreduce", "fit_alpha_beta",
@@ -177,9 +176,7 @@ def measure_allreduce(sizes: Sequence[int], repeats: int):
             dist.get_world_size()
     import torch.multiprocessing as mp
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     context = mp.get_context("spawn")
     queue = context.Queue()
     workers = [context.Process(target=_loopback_worker, args=(r, port, sizes, repeats, queue))

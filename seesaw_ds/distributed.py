@@ -18,8 +18,9 @@ from typing import TYPE_CHECKING, List, Sequence, Union
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["rank", "world_size", "barrier", "current_device", "all_mean", "cpu_shm_buffer_path",
-           "release_cpu_shm_buffer", "register_clean_exit", "GLOO_EXIT_GRACE_SECONDS"]
+__all__ = ["rank", "world_size", "barrier", "current_device", "all_mean", "free_port",
+           "cpu_shm_buffer_path", "release_cpu_shm_buffer", "register_clean_exit",
+           "GLOO_EXIT_GRACE_SECONDS"]
 
 #: How long a gloo (CPU) process sleeps as it exits (see :func:`register_clean_exit`).
 GLOO_EXIT_GRACE_SECONDS = 0.2
@@ -86,6 +87,15 @@ def all_mean(values: Sequence[Union[float, "torch.Tensor"]]) -> List[float]:
         dist.all_reduce(tensor)
         tensor /= dist.get_world_size()
     return tensor.cpu().tolist()  # the one copy back to the host
+
+
+def free_port() -> int:
+    """A TCP port free on this machine now, for a job's ``MASTER_PORT``."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def cpu_shm_buffer_path() -> str:

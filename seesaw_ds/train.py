@@ -35,7 +35,8 @@ import time
 from typing import Dict, List, Optional
 
 from seesaw_ds.atomic_files import check_directory_creatable, finite_or_none, write_json_atomic
-from seesaw_ds.distributed import all_mean, barrier, rank, release_cpu_shm_buffer, world_size
+from seesaw_ds.distributed import (all_mean, barrier, free_port, rank, release_cpu_shm_buffer,
+                                   world_size)
 from seesaw_ds.errors import SeesawConfigError
 from seesaw_ds.training.divergence import Diverged, DivergencePolicy
 
@@ -592,6 +593,7 @@ def _run(args, run, ds_config, validated) -> int:
         if dist.is_initialized():
             dist.destroy_process_group()
     finally:
+        # here, not in an exit handler: __main__ leaves through os._exit, which runs none
         release_cpu_shm_buffer()
     return code
 
@@ -600,13 +602,8 @@ def _single_process_env() -> None:
     """Plain ``python -m seesaw_ds.train`` (no launcher): a world of one on a free port."""
     if "RANK" in os.environ:
         return
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
     os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",
-                      MASTER_PORT=str(port))
+                      MASTER_PORT=str(free_port()))
 
 
 def _set_device() -> None:

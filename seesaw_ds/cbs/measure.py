@@ -24,6 +24,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 from seesaw_ds.atomic_files import write_json_atomic
 from seesaw_ds.cbs.branching import branch_ds_config, branch_lr, critical_batch
 from seesaw_ds.cbs.fit import fit_power_law
+from seesaw_ds.distributed import free_port
 from seesaw_ds.errors import SeesawConfigError
 
 __all__ = ["Checkpoint", "list_checkpoints", "nearest_checkpoints", "BranchSet",
@@ -176,15 +177,7 @@ def _train_command(nproc: int, run_path: str, ds_path: str, folder: str, stop: i
     if nproc == 1:
         return [sys.executable, *args]
     return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
-            "--master_port", str(_free_port()), *args]
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+            "--master_port", str(free_port()), *args]
 
 
 def run_branch(branches: BranchSet, batch: int, base_run: dict, base_checkpoint_dir: str,

@@ -96,6 +96,7 @@ class SeesawEngineHook:
                 "the engine's lr_scheduler is not the Seesaw scheduler: build the engine with "
                 "seesaw_ds.initialize (or pass SeesawLRScheduler.factory(state) as lr_scheduler)."
             )
+        register_clean_exit()  # a CPU (gloo) job must not abort as it exits
         self.engine = engine
         self.state = state
         self.scheduler = scheduler
@@ -109,7 +110,6 @@ class SeesawEngineHook:
         self.checkpoint_sidecars: Dict[str, Callable[[], Any]] = {}  # see save_checkpoint
         self.micro_in_window = 0
         self.hook_seconds = 0.0  # wall time spent in this hook outside DeepSpeed's step
-        register_clean_exit()  # a CPU (gloo) job must not abort as it exits
         self.hook_cpu_seconds = 0.0  # the same as this thread's CPU time
         self._deepspeed_step: Callable = engine.step
         self._deepspeed_forward: Optional[Callable] = getattr(engine, "forward", None)

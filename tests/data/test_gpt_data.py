@@ -1,5 +1,4 @@
 import os
-import socket
 import subprocess
 import sys
 
@@ -8,6 +7,7 @@ import torch
 
 from seesaw_ds.data.gpt_data import build_gpt_datasets, check_split, fixed_validation_batches
 from seesaw_ds.data.testing import TINY_SEQ, TINY_SPLIT, TINY_VOCAB
+from seesaw_ds.distributed import free_port
 from seesaw_ds.errors import SeesawConfigError
 
 
@@ -85,17 +85,11 @@ def test_bad_lengths(tiny_prepared):
         build_gpt_datasets(tiny_prepared, TINY_SEQ, split=TINY_SPLIT, train_samples=0)
 
 
-def _free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_two_gloo_ranks_build_the_same_datasets(tiny_prepared, tmp_path):
     worker = os.path.join(os.path.dirname(__file__), "dist_build_worker.py")
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env = dict(os.environ, WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", OMP_NUM_THREADS="1",
-               MASTER_PORT=str(_free_port()),
+               MASTER_PORT=str(free_port()),
                PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
     cache = str(tmp_path / "cache")
     procs = [subprocess.Popen(

@@ -8,7 +8,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import socket
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -17,6 +16,8 @@ from typing import Any, Dict, List, Optional
 
 import torch
 from torch import nn
+
+from seesaw_ds.distributed import free_port
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -139,12 +140,6 @@ def reference_run(config: Dict[str, Any], dp_size: int = 2) -> Dict[str, Any]:
         batches.append(setting.global_batch)
     weights = [p.detach().clone().double().flatten().tolist() for p in model.parameters()]
     return {"weights": weights, "lrs": lrs, "batches": batches}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def job_env() -> Dict[str, str]:

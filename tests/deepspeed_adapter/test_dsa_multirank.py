@@ -16,6 +16,7 @@ import pytest
 
 from dsa_common import REPO, job_env, max_abs_diff, reference_run, run_job, tiny_config
 from seesaw_ds.config import plan_from_ds_config
+from seesaw_ds.distributed import free_port
 
 pytestmark = pytest.mark.skipif(
     shutil.which("deepspeed") is None, reason="needs the deepspeed launcher"
@@ -312,7 +313,7 @@ def test_zero1_resume_on_one_rank_through_a_universal_checkpoint(resume_jobs):
 def test_train_example_runs_under_the_deepspeed_launcher(tmp_path):
     cmd = ["bash", str(REPO / "launch" / "run_example.sh"), "--max_steps", "3"]
     env = job_env()
-    env["MASTER_PORT"] = str(__import__("dsa_common").free_port())
+    env["MASTER_PORT"] = str(free_port())
     proc = subprocess.run(cmd, cwd=str(REPO), env=env, capture_output=True, text=True,
                           timeout=300)
     log = proc.stdout + proc.stderr

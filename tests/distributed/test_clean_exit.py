@@ -9,7 +9,6 @@ by the engine hook and Megatron's parameter scheduler) prevents it.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -20,15 +19,9 @@ WORKER = Path(__file__).with_name("exit_race_worker.py")
 RUNS = 5
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def run_job(mode: str) -> list:
     """Both ranks' exit codes of one 2-rank job."""
-    port = free_port()
+    port = distributed.free_port()
     procs = []
     for rank in range(2):
         env = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE="2",

@@ -10,7 +10,6 @@ import json
 import math
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -26,6 +25,7 @@ import torch  # noqa: E402
 from seesaw_ds.config import plan_from_ds_config  # noqa: E402
 from seesaw_ds.deepspeed_adapter import GlobalSampleOrder  # noqa: E402
 from seesaw_ds.deepspeed_adapter.validation import validate_ds_config  # noqa: E402
+from seesaw_ds.distributed import free_port  # noqa: E402
 from seesaw_ds.errors import SeesawConfigError  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -56,12 +56,6 @@ def seesaw_config(stage: int = 1) -> dict:
     }
 
 
-def _free_port() -> str:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return str(sock.getsockname()[1])
-
-
 def run(script: str, spec: dict, workdir: Path, nproc: int, launcher: str) -> list:
     """Run ``script`` on ``nproc`` ranks; return each rank's JSON (``spec['out']`` based)."""
     workdir.mkdir(parents=True, exist_ok=True)
@@ -70,7 +64,7 @@ def run(script: str, spec: dict, workdir: Path, nproc: int, launcher: str) -> li
     spec_path.write_text(json.dumps(spec))
     env = dict(os.environ, DS_ACCELERATOR="cpu", OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    port = _free_port()
+    port = str(free_port())
     if launcher == "deepspeed":
         cmd = ["deepspeed", "--num_gpus", str(nproc), "--master_port", port]
     else:

@@ -4,7 +4,6 @@ loop of one's own with megatron-core's calculator globals and its real
 
 import json
 import os
-import socket
 import subprocess
 import sys
 
@@ -13,6 +12,7 @@ import pytest
 pytest.importorskip("megatron.core")
 
 from seesaw_ds.config import load_config_file, seesaw_section_of  # noqa: E402
+from seesaw_ds.distributed import free_port  # noqa: E402
 from seesaw_ds.megatron_adapter import megatron_section  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -35,12 +35,6 @@ dist.destroy_process_group()
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_own_loop_on_megatron_core_follows_the_plan_on_two_ranks(tmp_path):
     config = load_config_file(CONFIG)
     config["seesaw"]["total_tokens"] = 8e5  # 121 steps, batch 32 -> 288, a short last step
@@ -52,7 +46,7 @@ def test_own_loop_on_megatron_core_follows_the_plan_on_two_ranks(tmp_path):
                                  out=str(out)))
     done = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-         "--master_port", str(_free_port()), str(script)],
+         "--master_port", str(free_port()), str(script)],
         capture_output=True, text=True, timeout=600, cwd=str(tmp_path),
         env=dict(os.environ, OMP_NUM_THREADS="1"))
     assert done.returncode == 0, done.stderr[-3000:]

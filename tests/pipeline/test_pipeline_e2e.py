@@ -5,7 +5,6 @@ equals the uninterrupted one step for step."""
 import csv
 import json
 import os
-import socket
 import subprocess
 import sys
 
@@ -13,14 +12,9 @@ import pytest
 
 from seesaw_ds.config import load_config_file, plan_from_ds_config
 from seesaw_ds.data.testing import TINY_MAX_BYTES, TINY_SPLIT, TINY_VOCAB, make_tiny_prepared
+from seesaw_ds.distributed import free_port
 
 SEQ = 64
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +47,7 @@ def setup(tmp_path_factory):
 def _train(run_config, ds_path, out_dir, *extra):
     env = dict(os.environ, DS_ACCELERATOR="cpu", OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-           "--master_port", str(_free_port()), "-m", "seesaw_ds.train",
+           "--master_port", str(free_port()), "-m", "seesaw_ds.train",
            "--run-config", str(run_config), "--deepspeed_config", str(ds_path),
            "--output-dir", str(out_dir), "--no-progress", *extra]
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
@@ -160,7 +154,7 @@ def test_cbs_guard_refuses_zero_stage_3(setup, tmp_path):
     env = dict(os.environ, DS_ACCELERATOR="cpu", OMP_NUM_THREADS="1")
     result = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-         "--master_port", str(_free_port()), "-m", "seesaw_ds.train", "--run-config",
+         "--master_port", str(free_port()), "-m", "seesaw_ds.train", "--run-config",
          str(run_config), "--deepspeed_config", str(path), "--output-dir",
          str(tmp_path / "z3"), "--no-progress"],
         env=env, capture_output=True, text=True, timeout=600)

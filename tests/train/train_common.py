@@ -13,7 +13,6 @@ import hashlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from seesaw_ds.data.testing import TINY_MAX_BYTES, TINY_SEQ, TINY_SPLIT, TINY_VOCAB
+from seesaw_ds.distributed import free_port
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -82,12 +82,6 @@ def write_configs(folder: Path, run: Dict[str, Any], ds: Dict[str, Any]) -> tupl
     run_path.write_text(json.dumps(run))  # JSON is YAML
     ds_path.write_text(json.dumps(ds))
     return run_path, ds_path
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def job_env() -> Dict[str, str]:
